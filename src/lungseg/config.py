@@ -1,0 +1,210 @@
+"""Typed configuration: one frozen dataclass per ``params.yaml`` section.
+
+``load_params`` is strict: an unknown or misspelt key anywhere is a
+:class:`~lungseg.errors.ConfigError` naming the dotted key, and so is a value of
+the wrong type. Stage code receives these objects, never a raw dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from lungseg.errors import ConfigError
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where each stage reads and writes (paths relative to the repo root)."""
+
+    raw_dir: str = "data/raw/synthetic"
+    interim_dir: str = "data/interim"
+    processed_dir: str = "data/processed"
+    figures_dir: str = "reports/figures"
+
+
+@dataclass(frozen=True)
+class SynthesizeConfig:
+    """The embedded synthetic LCTSC-style cohort."""
+
+    out_dir: str = "data/raw/synthetic"
+    cases: int = 60
+    seed: int = 2017
+    pathology_fraction: float = 0.5
+    workers: int = 2
+    max_matrix: int = 512
+
+
+@dataclass(frozen=True)
+class RoiAliasConfig:
+    """RTSTRUCT ROI names accepted for each lung (compared case- and punctuation-insensitively)."""
+
+    right: tuple[str, ...] = (
+        "Lung_R", "LUNG_R", "Lung R", "Lung Right", "R Lung", "Right Lung", "RT Lung", "Lung_Rt", "Lung-R",
+    )
+    left: tuple[str, ...] = (
+        "Lung_L", "LUNG_L", "Lung L", "Lung Left", "L Lung", "Left Lung", "LT Lung", "Lung_Lt", "Lung-L",
+    )
+
+
+@dataclass(frozen=True)
+class NiftiConfig:
+    """How image/mask NIfTI pairs are found when ``prepare.format`` is ``nifti``.
+
+    ``{case}`` in a pattern stands for the case ID; patterns are globbed
+    recursively under the raw folder. Mask labels say which value marks which lung;
+    a mask holding only 0/1 while ``binary_split`` is true is split into right/left
+    along the patient's left-right axis.
+    """
+
+    image_pattern: str = "{case}_ct.nii.gz"
+    mask_pattern: str = "{case}_lungs.nii.gz"
+    right_label: int = 1
+    left_label: int = 2
+    binary_split: bool = True
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Seeded patient-level split fractions (must sum to 1)."""
+
+    train: float = 0.70
+    val: float = 0.15
+    test: float = 0.15
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Ingestion of DICOM CT + RTSTRUCT (or NIfTI pairs) into canonical NIfTI."""
+
+    format: Literal["dicom", "nifti"] = "dicom"
+    on_error: Literal["skip", "fail"] = "skip"
+    case_id: Literal["patient_id", "hashed"] = "patient_id"
+    max_slice_gap_tolerance: float = 0.05
+    roi_aliases: RoiAliasConfig = field(default_factory=RoiAliasConfig)
+    nifti: NiftiConfig = field(default_factory=NiftiConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    n_figure_cases: int = 3
+
+
+@dataclass(frozen=True)
+class Params:
+    """All of ``params.yaml``."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+
+
+def _convert(tp: Any, value: Any, key: str) -> Any:
+    """Convert a YAML value to the annotated type ``tp``, or raise ConfigError naming ``key``."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"params key '{key}' must be a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"params key '{key}' must be one of {list(typing.get_args(tp))}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _convert(inner[0], value, key)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"params key '{key}' must be a list, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        if len(args) != len(value):
+            raise ConfigError(f"params key '{key}' must have {len(args)} items, got {value!r}")
+        return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"params key '{key}' must be a mapping, got {value!r}")
+        kt, vt = typing.get_args(tp)
+        return {_convert(kt, k, key): _convert(vt, v, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"params key '{key}' must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"params key '{key}' must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"params key '{key}' must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"params key '{key}' must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in raw:
+        if k not in names:
+            dotted = f"{prefix}.{k}" if prefix else str(k)
+            raise ConfigError(f"unknown params key '{dotted}' (allowed here: {', '.join(sorted(names))})")
+    kwargs = {}
+    for k, v in raw.items():
+        dotted = f"{prefix}.{k}" if prefix else k
+        kwargs[k] = _convert(hints[k], v, dotted)
+    return cls(**kwargs)
+
+
+def _validate(p: Params) -> None:
+    s = p.prepare.split
+    fractions = (s.train, s.val, s.test)
+    if any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ConfigError(f"params key 'prepare.split' fractions must be >= 0 and sum to 1, got {fractions}")
+    if p.synthesize.cases < 1:
+        raise ConfigError(f"params key 'synthesize.cases' must be >= 1, got {p.synthesize.cases}")
+    if not 0.0 <= p.synthesize.pathology_fraction <= 1.0:
+        raise ConfigError(
+            f"params key 'synthesize.pathology_fraction' must be in [0, 1], got {p.synthesize.pathology_fraction}"
+        )
+
+
+def params_from_dict(raw: dict[str, Any] | None) -> Params:
+    """Build :class:`Params` from a parsed YAML mapping (missing keys take defaults)."""
+    params = _build(Params, raw or {}, "")
+    _validate(params)
+    return params
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    """Read ``params.yaml`` into typed config objects.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, or a key is unknown or has a bad value.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"{path}: params file not found") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    try:
+        return params_from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e

@@ -1,0 +1,83 @@
+"""Matplotlib figures (PNG, Agg backend): what people look at is drawn."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lungseg.data.geometry import Geometry  # noqa: E402
+
+LUNG_WINDOW_HU = (-1350.0, 150.0)  # W 1500 / L -600
+LABEL_COLOURS = {1: "tab:red", 2: "tab:cyan"}  # 1 = right lung, 2 = left lung
+
+
+@dataclass(frozen=True)
+class CaseView:
+    """One case to draw: CT in HU and a label map on the same [i, j, k] grid."""
+
+    name: str
+    ct_hu: np.ndarray
+    labels: np.ndarray
+    geometry: Geometry
+
+
+def to_lps_display(volume: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Reorient a volume [i, j, k] so that i -> patient left, j -> posterior, k -> superior.
+
+    Returns the reoriented array and its voxel spacing (mm) in the new axis order. Used
+    only for display: an axial slice ``out[:, :, k].T`` is then in radiological view.
+    """
+    ornt = nib.orientations.io_orientation(geometry.affine_ras())
+    target = nib.orientations.axcodes2ornt(("L", "P", "S"))
+    transform = nib.orientations.ornt_transform(ornt, target)
+    out = nib.orientations.apply_orientation(volume, transform)
+    spacing = np.empty(3)
+    for src_axis, (dst_axis, _flip) in enumerate(transform):
+        spacing[int(dst_axis)] = geometry.spacing_mm[src_axis]
+    return out, (float(spacing[0]), float(spacing[1]), float(spacing[2]))
+
+
+def _planes(volume: np.ndarray, centre: tuple[int, int, int]) -> list[np.ndarray]:
+    """Axial, coronal, sagittal 2D views of an LPS-display volume, ready for imshow(origin='lower')."""
+    ci, cj, ck = centre
+    axial = volume[:, ::-1, ck].T  # rows: anterior (top) -> posterior; flipped for origin='lower'
+    coronal = volume[:, cj, :].T  # rows: inferior (bottom) -> superior
+    sagittal = volume[ci, :, :].T  # columns: anterior -> posterior
+    return [axial, coronal, sagittal]
+
+
+def plot_cases_three_planes(cases: list[CaseView], out_png: Path, title: str | None = None) -> Path:
+    """Draw axial/coronal/sagittal slices through the lungs' centre with lung contours.
+
+    One row per case; right lung (label 1) red, left lung (label 2) cyan; lung window.
+    """
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(len(cases), 3, figsize=(12, 4 * len(cases)), squeeze=False)
+    for row, case in zip(axes, cases):
+        ct, spacing = to_lps_display(case.ct_hu, case.geometry)
+        lab, _ = to_lps_display(case.labels, case.geometry)
+        idx = np.argwhere(lab > 0)
+        centre = tuple(int(v) for v in (idx.mean(axis=0) if len(idx) else np.array(ct.shape) // 2))
+        aspects = [spacing[1] / spacing[0], spacing[2] / spacing[0], spacing[2] / spacing[1]]
+        names = ["axial", "coronal", "sagittal"]
+        for ax, img, msk, aspect, name in zip(row, _planes(ct, centre), _planes(lab, centre), aspects, names):
+            ax.imshow(img, cmap="gray", vmin=LUNG_WINDOW_HU[0], vmax=LUNG_WINDOW_HU[1], origin="lower", aspect=aspect)
+            for label, colour in LABEL_COLOURS.items():
+                if np.any(msk == label):
+                    ax.contour((msk == label).astype(float), levels=[0.5], colors=colour, linewidths=0.8)
+            ax.set_title(f"{case.name} {name}", fontsize=9)
+            ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=80)
+    plt.close(fig)
+    return out_png

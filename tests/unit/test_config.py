@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lungseg.config import Params, load_params, params_from_dict
+from lungseg.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_repo_params_load_into_typed_objects() -> None:
+    params = load_params(REPO / "params.yaml")
+    assert isinstance(params, Params)
+    assert params.prepare.split.train == pytest.approx(0.70)
+    assert "Lung_R" in params.prepare.roi_aliases.right
+    assert isinstance(params.prepare.roi_aliases.left, tuple)
+
+
+def test_every_default_key_is_spelled_out_in_params_yaml() -> None:
+    """params.yaml documents the whole config: no dataclass field is missing from it."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert params_from_dict(raw) == params_from_dict(raw)  # parses
+    for section in ("data", "synthesize", "prepare"):
+        assert section in raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"prepare": {"splt": {}}}, "prepare.splt"),
+        ({"synthesise": {}}, "synthesise"),
+        ({"prepare": {"nifti": {"image_patern": "x"}}}, "prepare.nifti.image_patern"),
+    ],
+)
+def test_unknown_key_is_an_error_naming_it(raw: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"unknown params key '{key}'"):
+        params_from_dict(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ({"synthesize": {"cases": "ten"}}, "synthesize.cases"),
+        ({"synthesize": {"cases": True}}, "synthesize.cases"),
+        ({"prepare": {"on_error": "ignore"}}, "prepare.on_error"),
+        ({"prepare": {"split": {"train": 0.9, "val": 0.2, "test": 0.1}}}, "prepare.split"),
+        ({"prepare": {"roi_aliases": {"right": "Lung_R"}}}, "prepare.roi_aliases.right"),
+    ],
+)
+def test_bad_values_are_errors_naming_the_key(raw: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment.replace(".", r"\.")):
+        params_from_dict(raw)
+
+
+def test_load_params_names_the_file(tmp_path: Path) -> None:
+    p = tmp_path / "p.yaml"
+    p.write_text("prepare:\n  formatt: dicom\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml: unknown params key 'prepare\.formatt'"):
+        load_params(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "missing.yaml")
