@@ -1,0 +1,152 @@
+"""Deterministic DICOM writing: CT series, RTSTRUCT, mask tracing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, RTStructureSetStorage
+from scipy import ndimage
+
+from lungseg.data.dicom import rasterize_contours
+from lungseg.data.dicom_write import (
+    StudyInfo,
+    make_uid,
+    mask_to_contours,
+    write_ct_series,
+    write_dicom_study,
+    write_rtstruct,
+)
+from lungseg.data.geometry import Geometry
+
+GEOM = Geometry(shape=(12, 10, 5), spacing_mm=(0.7, 0.9, 2.5), origin_lps_mm=(-20.0, 15.5, -40.0))
+STUDY = StudyInfo(
+    patient_id="W1", patient_name="Zzyzx^Quuxley", study_uid=make_uid("w", "study"),
+    frame_of_reference_uid=make_uid("w", "for"),
+)  # fmt: skip
+
+
+def _hu(shape: tuple[int, int, int], seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-1000, 1500, size=shape).astype(np.int16)
+
+
+def test_make_uid_is_deterministic_and_valid() -> None:
+    a = make_uid("case", "ct")
+    assert a == make_uid("case", "ct")
+    assert a != make_uid("case", "rt")
+    assert UID(a).is_valid
+    with pytest.raises(ValueError):
+        make_uid()
+
+
+def test_ct_series_headers_and_pixels(tmp_path) -> None:
+    hu = _hu(GEOM.shape)
+    uids = write_ct_series(hu, GEOM, tmp_path, STUDY, make_uid("w", "ct"))
+    files = sorted(tmp_path.iterdir())
+    assert [f.name for f in files] == [f"1-{k + 1:03d}.dcm" for k in range(5)]
+    for k, f in enumerate(files):
+        ds = pydicom.dcmread(f)
+        assert ds.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert ds.SOPClassUID == CTImageStorage == ds.file_meta.MediaStorageSOPClassUID
+        assert ds.SOPInstanceUID == uids[k]
+        assert ds.Modality == "CT" and ds.PatientPosition == "HFS" and ds.RescaleType == "HU"
+        assert ds.FrameOfReferenceUID == STUDY.frame_of_reference_uid
+        assert [float(v) for v in ds.ImagePositionPatient] == pytest.approx([-20.0, 15.5, -40.0 + 2.5 * k])
+        assert [float(v) for v in ds.ImageOrientationPatient] == [1, 0, 0, 0, 1, 0]
+        assert [float(v) for v in ds.PixelSpacing] == [0.9, 0.7]  # [row spacing, column spacing]
+        assert (ds.Rows, ds.Columns) == (10, 12)
+        assert float(ds.SliceThickness) == float(ds.SpacingBetweenSlices) == 2.5
+        assert ds.InstanceNumber == k + 1
+        got = ds.pixel_array.astype(float) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+        np.testing.assert_array_equal(got.T, hu[:, :, k])
+
+
+def test_pixel_representation_fits_and_clips(tmp_path) -> None:
+    hu = np.full(GEOM.shape, -3024.0)
+    hu[0, 0, 0] = 100000.0  # beyond int16 after rescale: clipped
+    write_ct_series(hu, GEOM, tmp_path / "signed", STUDY, make_uid("w", "s"))
+    ds = pydicom.dcmread(tmp_path / "signed" / "1-001.dcm")
+    assert ds.PixelRepresentation == 1 and ds.BitsStored == 16
+    assert ds.pixel_array[0, 0] == 32767 and ds.pixel_array[1, 1] == -2000
+
+    write_ct_series(np.full(GEOM.shape, 40.0), GEOM, tmp_path / "u12", STUDY, make_uid("w", "u"))
+    ds = pydicom.dcmread(tmp_path / "u12" / "1-001.dcm")
+    assert (ds.PixelRepresentation, ds.BitsStored, ds.HighBit) == (0, 12, 11)
+    assert ds.pixel_array[0, 0] == 1064
+
+
+def test_rescale_slope_and_intercept(tmp_path) -> None:
+    hu = (_hu(GEOM.shape) // 2) * 2
+    write_ct_series(hu, GEOM, tmp_path, STUDY, make_uid("w", "r"), rescale_slope=2.0, rescale_intercept=-1000.0)
+    ds = pydicom.dcmread(tmp_path / "1-003.dcm")
+    assert float(ds.RescaleSlope) == 2.0 and float(ds.RescaleIntercept) == -1000.0
+    np.testing.assert_array_equal(ds.pixel_array.T * 2.0 - 1000.0, hu[:, :, 2])
+
+
+def test_writing_is_byte_identical(tmp_path) -> None:
+    masks = {"Lung_R": _hu(GEOM.shape, 1) > 800, "Lung_L": _hu(GEOM.shape, 2) > 900}
+    for run in ("a", "b"):
+        write_dicom_study(tmp_path / run, STUDY, _hu(GEOM.shape), GEOM, masks)
+    a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    assert len(a) == 6
+    for rel in a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
+
+
+def test_mask_to_contours_square_hole_and_islands() -> None:
+    m = np.zeros((12, 12), bool)
+    m[2:8, 2:8] = True
+    m[4:6, 4:6] = False  # hole
+    m[10, 10] = True  # island
+    polys = mask_to_contours(m)
+    assert len(polys) == 3
+    for p in polys:
+        assert p.ndim == 2 and p.shape[1] == 2
+        assert not np.array_equal(p[0], p[-1])
+    outer = max(polys, key=len)
+    assert outer[:, 0].min() == pytest.approx(1.5) and outer[:, 0].max() == pytest.approx(7.5)
+    assert mask_to_contours(np.zeros((4, 4), bool)) == []
+
+
+def test_mask_to_contours_rasterize_round_trip_on_random_blobs() -> None:
+    geom = Geometry((40, 30, 8), (0.8, 1.1, 3.0), (5.0, -7.0, 12.0), ((0, 1, 0), (1, 0, 0), (0, 0, -1)))
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        mask = ndimage.gaussian_filter(rng.random(geom.shape), 1.2) > 0.52
+        contours = [
+            geom.voxel_to_lps(np.column_stack([p, np.full(len(p), k)]))
+            for k in range(geom.shape[2])
+            for p in mask_to_contours(mask[:, :, k])
+        ]
+        np.testing.assert_array_equal(rasterize_contours(contours, geom), mask)
+
+
+def test_rtstruct_structure(tmp_path) -> None:
+    hu = _hu(GEOM.shape)
+    ct_uid = make_uid("w", "ct")
+    sop_uids = write_ct_series(hu, GEOM, tmp_path / "ct", STUDY, ct_uid)
+    lung = np.zeros(GEOM.shape, bool)
+    lung[2:6, 3:7, 1:4] = True
+    write_rtstruct(
+        {"Lung_R": lung, "Heart": np.zeros(GEOM.shape, bool)}, GEOM, tmp_path / "rs.dcm", STUDY,
+        ct_uid, sop_uids, make_uid("w", "rs"), make_uid("w", "rsi"),
+    )  # fmt: skip
+    ds = pydicom.dcmread(tmp_path / "rs.dcm")
+    assert ds.SOPClassUID == RTStructureSetStorage and ds.Modality == "RTSTRUCT"
+    assert [r.ROIName for r in ds.StructureSetROISequence] == ["Lung_R", "Heart"]
+    fr = ds.ReferencedFrameOfReferenceSequence[0]
+    assert fr.FrameOfReferenceUID == STUDY.frame_of_reference_uid
+    se = fr.RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
+    assert se.SeriesInstanceUID == ct_uid
+    assert [c.ReferencedSOPInstanceUID for c in se.ContourImageSequence] == sop_uids
+    contours = ds.ROIContourSequence[0].ContourSequence
+    assert len(contours) == 3
+    for c in contours:
+        assert c.ContourGeometricType == "CLOSED_PLANAR"
+        pts = np.asarray(c.ContourData, float).reshape(-1, 3)
+        assert len(pts) == c.NumberOfContourPoints
+        k = sop_uids.index(c.ContourImageSequence[0].ReferencedSOPInstanceUID)
+        assert np.allclose(pts[:, 2], -40.0 + 2.5 * k)
+        assert pts[:, 0].min() == pytest.approx(-20.0 + 1.5 * 0.7)  # half a voxel outside i = 2
+    assert "ContourSequence" not in ds.ROIContourSequence[1] or len(ds.ROIContourSequence[1].ContourSequence) == 0
+    assert [o.RTROIInterpretedType for o in ds.RTROIObservationsSequence] == ["ORGAN", "ORGAN"]
