@@ -97,12 +97,38 @@ class PrepareConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """On-the-fly 3D augmentation: a probability and a strength per transform.
+
+    These are the knobs Optuna tunes. A strength of 0 (or probability 0) makes the
+    transform the identity. Geometric strengths act on image and mask together.
+    """
+
+    elastic_p: float = 0.5
+    elastic_strength: float = 2.0  # max displacement in voxels of the network grid
+    elastic_sigma: float = 6.0  # smoothness of the displacement field, voxels
+    rotate_p: float = 0.5
+    rotate_max_deg: float = 10.0  # uniform in [-max, max] about each of the three axes
+    flip_p: float = 0.5  # per axis listed in flip_axes
+    flip_axes: tuple[int, ...] = (0,)
+    scale_p: float = 0.5
+    scale_max: float = 0.10  # isotropic zoom factor uniform in [1 - max, 1 + max]
+    intensity_p: float = 0.5
+    intensity_shift_max: float = 0.10  # additive shift uniform in [-max, max] (standardised units)
+    noise_p: float = 0.5
+    noise_sd: float = 0.05  # Gaussian noise sd (standardised units), uniform in [0, sd]
+    brightness_p: float = 0.5
+    brightness_max: float = 0.10  # multiplicative factor uniform in [1 - max, 1 + max]
+
+
+@dataclass(frozen=True)
 class Params:
     """All of ``params.yaml``."""
 
     data: DataConfig = field(default_factory=DataConfig)
     synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
 def _convert(tp: Any, value: Any, key: str) -> Any:

@@ -1,0 +1,192 @@
+"""Pure preprocessing functions: CT volume on its own grid -> fixed-shape network input.
+
+Order (the paper's steps, all applied, in this order):
+
+1. reorient the volume ``[i, j, k]`` to the closest canonical RAS axis order (a permutation
+   and flips only, no interpolation);
+2. crop to the body (HU above ``body_threshold_hu``, largest connected component) plus
+   ``crop_margin_mm``;
+3. resample the crop to ``shape`` (area-average by integer factors against aliasing, then
+   linear interpolation; voxel centres of the crop's first and last voxels map to the
+   network grid's ends by the "align box edges" rule below); the lung mask goes through the
+   same resampling as a float and is thresholded at 0.5;
+4. HU window: clip to ``[hu_min, hu_max]`` and scale to [0, 1] ("normalisation");
+5. Gaussian smoothing with ``smooth_sigma`` voxels of the network grid (0 = off);
+6. standardisation: subtract the volume's mean and divide by its standard deviation.
+
+Everything needed to map a network-grid prediction back onto the original voxel grid
+(orientation, crop box, target shape) is in :class:`GridMap`, saved as JSON per case.
+
+Box-edge rule: network voxel ``n`` (0..S-1) along an axis covers canonical voxels
+``lo + (n + 0.5) * N / S - 0.5`` where ``N = hi - lo`` is the crop size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from lungseg.data.geometry import Geometry
+
+
+@dataclass(frozen=True)
+class GridMap:
+    """How a case's own grid relates to the network grid (JSON-serialisable).
+
+    Attributes:
+        original_shape: Shape of the volume ``[i, j, k]`` as read from disk.
+        ornt: nibabel orientation transform (rows ``[axis, flip]``) from the original
+            axis order to canonical RAS.
+        canonical_shape: Shape after reorientation.
+        crop_lo: First canonical voxel of the crop box, per axis.
+        crop_hi: One past the last canonical voxel of the crop box, per axis.
+        shape: Network grid shape.
+    """
+
+    original_shape: tuple[int, int, int]
+    ornt: tuple[tuple[float, float], ...]
+    canonical_shape: tuple[int, int, int]
+    crop_lo: tuple[int, int, int]
+    crop_hi: tuple[int, int, int]
+    shape: tuple[int, int, int]
+
+    def to_json(self) -> dict:
+        """Plain dict for ``json.dump``."""
+        return {k: [list(x) if isinstance(x, tuple) else x for x in v] for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, d: dict) -> GridMap:
+        """Inverse of :meth:`to_json`."""
+        return cls(
+            original_shape=tuple(d["original_shape"]),
+            ornt=tuple(tuple(float(x) for x in row) for row in d["ornt"]),
+            canonical_shape=tuple(d["canonical_shape"]),
+            crop_lo=tuple(d["crop_lo"]),
+            crop_hi=tuple(d["crop_hi"]),
+            shape=tuple(d["shape"]),
+        )
+
+    @property
+    def zoom(self) -> tuple[float, float, float]:
+        """Network voxels per canonical voxel along each canonical axis."""
+        return tuple(s / (h - lo) for s, lo, h in zip(self.shape, self.crop_lo, self.crop_hi))
+
+
+def canonical_ornt(geometry: Geometry) -> np.ndarray:
+    """Orientation transform from the volume's axis order to closest canonical RAS."""
+    return nib.orientations.io_orientation(geometry.affine_ras())
+
+
+def to_canonical(volume: np.ndarray, ornt: np.ndarray) -> np.ndarray:
+    """Reorient ``volume`` ``[i, j, k]`` with a nibabel orientation transform (no interpolation)."""
+    return np.ascontiguousarray(nib.orientations.apply_orientation(volume, ornt))
+
+
+def from_canonical(volume: np.ndarray, ornt: np.ndarray, original_shape: tuple[int, ...]) -> np.ndarray:
+    """Undo :func:`to_canonical`: canonical-order volume back to the original ``[i, j, k]`` order."""
+    inverse = nib.orientations.ornt_transform(nib.orientations.axcodes2ornt(("R", "A", "S")), _axcodes(ornt))
+    out = nib.orientations.apply_orientation(volume, inverse)
+    if out.shape != tuple(original_shape):
+        raise ValueError(f"reoriented shape {out.shape} does not match original {tuple(original_shape)}")
+    return np.ascontiguousarray(out)
+
+
+def _axcodes(ornt: np.ndarray) -> np.ndarray:
+    """Orientation (as an ornt array) of the original axes, given the transform to RAS."""
+    return nib.orientations.axcodes2ornt(nib.orientations.ornt2axcodes(np.asarray(ornt)))
+
+
+def body_box(
+    hu: np.ndarray, spacing_mm: tuple[float, float, float], threshold_hu: float, margin_mm: float
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Bounding box ``[lo, hi)`` of the body in a volume ``[i, j, k]`` (any axis order).
+
+    The body is the largest 26-connected component above ``threshold_hu`` found on a grid
+    subsampled to about 4 mm (fast on 512x512 scans), then grown by ``margin_mm``. A volume
+    with nothing above the threshold gives the whole volume.
+    """
+    step = [max(1, int(4.0 // s)) for s in spacing_mm]
+    coarse = hu[:: step[0], :: step[1], :: step[2]] > threshold_hu
+    labels, n = ndimage.label(coarse, structure=np.ones((3, 3, 3)))
+    if n == 0:
+        return (0, 0, 0), tuple(int(s) for s in hu.shape)  # type: ignore[return-value]
+    sizes = np.bincount(labels.ravel())[1:]
+    idx = np.argwhere(labels == int(np.argmax(sizes)) + 1)
+    lo, hi = [], []
+    for ax in range(3):
+        m = int(np.ceil(margin_mm / spacing_mm[ax]))
+        lo.append(max(0, int(idx[:, ax].min()) * step[ax] - m))
+        hi.append(min(hu.shape[ax], (int(idx[:, ax].max()) + 1) * step[ax] + m))
+    return tuple(lo), tuple(hi)  # type: ignore[return-value]
+
+
+def _area_factors(size: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(max(1, n // s) for n, s in zip(size, shape))
+
+
+def _block_mean(a: np.ndarray, f: tuple[int, ...]) -> np.ndarray:
+    """Average non-overlapping blocks of size ``f`` (the trailing remainder is dropped)."""
+    n = [(s // k) * k for s, k in zip(a.shape, f)]
+    a = a[: n[0], : n[1], : n[2]]
+    return a.reshape(n[0] // f[0], f[0], n[1] // f[1], f[1], n[2] // f[2], f[2]).mean(axis=(1, 3, 5), dtype=np.float32)
+
+
+def resample_box(
+    volume: np.ndarray, lo: tuple[int, ...], hi: tuple[int, ...], shape: tuple[int, ...], order: int = 1
+) -> np.ndarray:
+    """Resample the box ``[lo, hi)`` of ``volume`` (any axis order) onto a grid of ``shape``.
+
+    Uses the box-edge rule of the module docstring; area-averages by integer factors first
+    when downsampling by 2x or more. Returns float32.
+    """
+    crop = np.asarray(volume[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.float32)
+    size = crop.shape
+    f = _area_factors(size, shape)
+    if any(k > 1 for k in f):
+        crop = _block_mean(crop, f)
+    # output n -> crop coordinate c = (n + 0.5) * N / S - 0.5 ; reduced r = (c - (f - 1) / 2) / f
+    scale = np.array([n / s / k for n, s, k in zip(size, shape, f)])
+    offset = np.array([(0.5 * n / s - 0.5 - (k - 1) / 2) / k for n, s, k in zip(size, shape, f)])
+    return ndimage.affine_transform(crop, scale, offset=offset, output_shape=tuple(shape), order=order, mode="nearest")
+
+
+def resample_back(
+    grid: np.ndarray, lo: tuple[int, ...], hi: tuple[int, ...], full_shape: tuple[int, ...], fill: float = 0.0
+) -> np.ndarray:
+    """Map a network-grid array (e.g. probabilities) back onto the box ``[lo, hi)`` of a
+    canonical grid of ``full_shape`` by linear interpolation; outside the box is ``fill``."""
+    size = tuple(h - lo_ for lo_, h in zip(lo, hi))
+    shape = grid.shape
+    scale = np.array([s / n for n, s in zip(size, shape)])
+    offset = np.array([0.5 * s / n - 0.5 for n, s in zip(size, shape)])
+    out = np.full(full_shape, fill, dtype=np.float32)
+    out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = ndimage.affine_transform(
+        np.asarray(grid, dtype=np.float32), scale, offset=offset, output_shape=size, order=1, mode="nearest"
+    )
+    return out
+
+
+def window_normalize(hu: np.ndarray, hu_min: float, hu_max: float) -> np.ndarray:
+    """Clip HU to ``[hu_min, hu_max]`` and scale linearly to [0, 1] (float32)."""
+    if hu_max <= hu_min:
+        raise ValueError(f"HU window must have hu_max > hu_min, got [{hu_min}, {hu_max}]")
+    return ((np.clip(hu, hu_min, hu_max) - hu_min) / (hu_max - hu_min)).astype(np.float32)
+
+
+def smooth(volume: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian low-pass with ``sigma`` voxels (0 = unchanged copy)."""
+    if sigma < 0:
+        raise ValueError(f"smoothing sigma must be >= 0, got {sigma}")
+    if sigma == 0:
+        return np.array(volume, dtype=np.float32, copy=True)
+    return ndimage.gaussian_filter(np.asarray(volume, dtype=np.float32), sigma, mode="nearest")
+
+
+def standardize(volume: np.ndarray) -> np.ndarray:
+    """Subtract the mean and divide by the standard deviation (float32; constant input -> zeros)."""
+    v = np.asarray(volume, dtype=np.float32)
+    sd = float(v.std())
+    return ((v - float(v.mean())) / sd).astype(np.float32) if sd > 0 else np.zeros_like(v)
