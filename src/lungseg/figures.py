@@ -81,3 +81,48 @@ def plot_cases_three_planes(cases: list[CaseView], out_png: Path, title: str | N
     fig.savefig(out_png, dpi=80)
     plt.close(fig)
     return out_png
+
+
+def plot_augmentation(
+    image: np.ndarray,
+    mask: np.ndarray,
+    aug_image: np.ndarray,
+    aug_mask: np.ndarray,
+    out_png: Path,
+    title: str | None = None,
+) -> Path:
+    """Draw a volume before and after augmentation, like the paper's Fig. 2.
+
+    Row 1 is the original, row 2 the augmented pair; columns are slices of the
+    ``(D, H, W)`` arrays: axial ``[d, :, :]``, coronal ``[:, h, :]`` and sagittal
+    ``[:, :, w]`` (D drawn upwards). Each index is the slice of the original mask
+    with the most lung (the mid-slice when the mask is empty), so the sagittal view
+    cuts a lung rather than the mediastinum; both rows use the same indices. The
+    image is grey on a window shared by both rows (so intensity changes show), the
+    mask a red contour.
+    """
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    vmin, vmax = (float(v) for v in np.percentile(image, [0.5, 99.5]))
+    fig, axes = plt.subplots(2, 3, figsize=(10, 7), squeeze=False)
+    rows = [("original", image, mask), ("augmented", aug_image, aug_mask)]
+    index = []
+    for axis in range(3):
+        area = (np.asarray(mask) > 0.5).sum(axis=tuple(a for a in range(3) if a != axis))
+        index.append(int(np.argmax(area)) if area.any() else mask.shape[axis] // 2)
+    d, h, w = index
+    for row, (label, img, msk) in zip(axes, rows):
+        views = [("axial", img[d], msk[d], "upper"), ("coronal", img[:, h], msk[:, h], "lower"),
+                 ("sagittal", img[:, :, w], msk[:, :, w], "lower")]
+        for ax, (name, im2d, m2d, origin) in zip(row, views):
+            ax.imshow(im2d, cmap="gray", vmin=vmin, vmax=vmax, origin=origin)
+            if np.any(m2d > 0.5) and np.any(m2d <= 0.5):
+                ax.contour(m2d.astype(float), levels=[0.5], colors="tab:red", linewidths=0.8)
+            ax.set_title(f"{label} {name}", fontsize=9)
+            ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=80)
+    plt.close(fig)
+    return out_png
