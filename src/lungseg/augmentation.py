@@ -2,7 +2,9 @@
 
 Arrays are ``(D, H, W)`` = the axes of the preprocessed network grid, in that
 order; every axis number here (``flip_axes``, rotation axes, displacement
-components) refers to that order. The image is float32 with standardised
+components) refers to that order. :mod:`lungseg.preprocessing` puts the network
+grid in canonical RAS order, so axis 0 is the patient's left-right axis, 1
+posterior-anterior, 2 inferior-superior. The image is float32 with standardised
 intensities (roughly zero mean, unit sd); the mask is binary (0/1, any numeric
 dtype).
 
