@@ -65,7 +65,10 @@ def plot_cases_three_planes(cases: list[CaseView], out_png: Path, title: str | N
         ct, spacing = to_lps_display(case.ct_hu, case.geometry)
         lab, _ = to_lps_display(case.labels, case.geometry)
         idx = np.argwhere(lab > 0)
-        centre = tuple(int(v) for v in (idx.mean(axis=0) if len(idx) else np.array(ct.shape) // 2))
+        centre = [int(v) for v in (idx.mean(axis=0) if len(idx) else np.array(ct.shape) // 2)]
+        right = np.argwhere(lab == 1)
+        if len(right):  # sagittal through the right lung, not the mediastinum
+            centre[0] = int(right[:, 0].mean())
         aspects = [spacing[1] / spacing[0], spacing[2] / spacing[0], spacing[2] / spacing[1]]
         names = ["axial", "coronal", "sagittal"]
         for ax, img, msk, aspect, name in zip(row, _planes(ct, centre), _planes(lab, centre), aspects, names):

@@ -27,9 +27,9 @@ def run(params: Params, raw_dir: Path | None = None, out_dir: Path | None = None
     raw = Path(raw_dir or params.data.raw_dir)
     out = Path(out_dir or params.data.interim_dir)
     result = prepare_cohort(raw, out, params.prepare, fmt)
-    log.info("prepared %d cases, skipped %d (see %s)", len(result.cases), len(result.skipped), out / "skipped.csv")
+    log.info("prepared %d cases, skipped %d (see %s)", len(result.prepared), len(result.skipped), out / "skipped.csv")
 
-    shown = sorted(result.cases)[: params.prepare.n_figure_cases]
+    shown = sorted(result.prepared)[: params.prepare.n_figure_cases]
     views = []
     for case in shown:
         ct, geometry = read_nifti(out / f"{case}_ct.nii.gz")
@@ -43,7 +43,7 @@ def run(params: Params, raw_dir: Path | None = None, out_dir: Path | None = None
 
     SUMMARY_JSON.parent.mkdir(parents=True, exist_ok=True)
     summary = {
-        "cases": len(result.cases),
+        "cases": len(result.prepared),
         "skipped": len(result.skipped),
         "split": {name: len(ids) for name, ids in result.split.items()},
     }

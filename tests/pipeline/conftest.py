@@ -1,0 +1,55 @@
+"""Fixtures for end-to-end tests: a throw-away copy of the project run through the real CLI and dvc."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+# Tiny but complete: a few small patients, the whole chain.
+TINY_PARAMS = {
+    "synthesize": {"cases": 5, "max_matrix": 96, "workers": 1},
+    "prepare": {"n_figure_cases": 2},
+}
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base.get(k, {}), v) if isinstance(v, dict) else v
+    return out
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a command with the project's venv first on PATH; fail with its output shown."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", DVC_NO_ANALYTICS="1")
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh git + dvc copy of the project (code, dvc.yaml, tiny params), not yet reproduced."""
+    root = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", "MLproject", "python_env.yaml", ".dvcignore"):
+        if (REPO / name).exists():
+            shutil.copy2(REPO / name, root / name)
+    shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
+    params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY_PARAMS)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copy2(REPO / ".gitignore", root / ".gitignore")
+    run(["git", "init", "-q"], root)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], root)
+    run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], root)
+    return root
