@@ -29,6 +29,18 @@ def _cmd_prepare(args: argparse.Namespace) -> None:
     prepare.run(load_params(args.params), raw_dir=args.raw, out_dir=args.out, fmt=args.format)
 
 
+def _cmd_preprocess(args: argparse.Namespace) -> None:
+    from lungseg.stages import preprocess
+
+    preprocess.run(load_params(args.params), interim_dir=args.interim, out_dir=args.out)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from lungseg.stages import train
+
+    train.run(load_params(args.params), processed_dir=args.processed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lungseg`` argument parser with one subcommand per pipeline stage."""
     parser = argparse.ArgumentParser(
@@ -50,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: data.interim_dir)")
     p.add_argument("--format", choices=["dicom", "nifti"], help="input format (default: prepare.format)")
     p.set_defaults(func=_cmd_prepare)
+
+    p = sub.add_parser("preprocess", help="NIfTI pairs -> fixed-shape network arrays per split")
+    p.add_argument("--interim", type=Path, help="prepared cases folder (default: data.interim_dir)")
+    p.add_argument("--out", type=Path, help="output folder (default: data.processed_dir)")
+    p.set_defaults(func=_cmd_preprocess)
+
+    p = sub.add_parser("train", help="fit the augmented 3D U-Net, tracked in MLflow")
+    p.add_argument("--processed", type=Path, help="processed arrays folder (default: data.processed_dir)")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 

@@ -122,6 +122,57 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class PreprocessConfig:
+    """Fixed-shape network input (see :mod:`lungseg.preprocessing` for the order of steps)."""
+
+    shape: tuple[int, int, int] = (64, 64, 64)
+    body_threshold_hu: float = -500.0
+    crop_margin_mm: float = 10.0
+    hu_min: float = -1000.0
+    hu_max: float = 400.0
+    smooth_sigma: float = 0.5  # Gaussian sigma in network voxels, 0 = off
+    n_figure_cases: int = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The paper's 3D U-Net."""
+
+    base_filters: int = 16
+    depth: int = 3
+    dropout: float = 0.1
+    l2: float = 1e-5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation (the paper's settings by default) and reproducibility."""
+
+    batch_size: int = 4
+    max_epochs: int = 100
+    learning_rate: float = 1e-3
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    lr_factor: float = 0.5
+    lr_patience: int = 3
+    min_lr: float = 1e-5
+    early_stopping_patience: int = 8
+    train_subset: int = 0  # use only the first N training cases (0 = all)
+    seed: int = 42
+    model_path: str = "models/model.keras"
+    state_dir: str = "models/train_state"  # resume state (git- and dvc-ignored)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow tracking and registry."""
+
+    tracking_uri: str = "sqlite:///mlflow.db"
+    experiment: str = "lung-segmentation"
+    registered_model: str = "lung-segmentation"
+
+
+@dataclass(frozen=True)
 class Params:
     """All of ``params.yaml``."""
 
@@ -129,6 +180,10 @@ class Params:
     synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
     prepare: PrepareConfig = field(default_factory=PrepareConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
 def _convert(tp: Any, value: Any, key: str) -> Any:
@@ -196,6 +251,20 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
 
 
 def _validate(p: Params) -> None:
+    from lungseg.augmentation import check_config
+
+    check_config(p.augment)
+    pp = p.preprocess
+    if any(s < 2**p.model.depth or s % (2**p.model.depth) for s in pp.shape):
+        raise ConfigError(
+            f"params key 'preprocess.shape' must be divisible by 2**model.depth = {2**p.model.depth}, got {list(pp.shape)}"
+        )
+    if pp.hu_max <= pp.hu_min:
+        raise ConfigError(f"params keys 'preprocess.hu_min/hu_max' need hu_max > hu_min, got {pp.hu_min}, {pp.hu_max}")
+    if pp.smooth_sigma < 0:
+        raise ConfigError(f"params key 'preprocess.smooth_sigma' must be >= 0, got {pp.smooth_sigma}")
+    if p.train.batch_size < 1 or p.train.max_epochs < 1:
+        raise ConfigError(f"params keys 'train.batch_size/max_epochs' must be >= 1, got {p.train.batch_size}, {p.train.max_epochs}")
     s = p.prepare.split
     fractions = (s.train, s.val, s.test)
     if any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
@@ -206,6 +275,23 @@ def _validate(p: Params) -> None:
         raise ConfigError(
             f"params key 'synthesize.pathology_fraction' must be in [0, 1], got {p.synthesize.pathology_fraction}"
         )
+
+
+def flatten_params(params: Params) -> dict[str, Any]:
+    """Dotted-key view of every parameter (for experiment tracking)."""
+    out: dict[str, Any] = {}
+
+    def walk(obj: Any, prefix: str) -> None:
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            key = f"{prefix}{f.name}"
+            if dataclasses.is_dataclass(value):
+                walk(value, key + ".")
+            else:
+                out[key] = list(value) if isinstance(value, tuple) else value
+
+    walk(params, "")
+    return out
 
 
 def params_from_dict(raw: dict[str, Any] | None) -> Params:

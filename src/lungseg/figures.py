@@ -129,3 +129,62 @@ def plot_augmentation(
     fig.savefig(out_png, dpi=80)
     plt.close(fig)
     return out_png
+
+
+def _grid_planes(volume: np.ndarray, centre: tuple[int, int, int]) -> list[np.ndarray]:
+    """Axial, coronal, sagittal slices of a network-grid volume in canonical RAS order (axis 0
+    toward the patient's right), in radiological view, ready for ``imshow(origin='lower')``."""
+    ci, cj, ck = centre
+    return [volume[::-1, :, ck].T, volume[::-1, cj, :].T, volume[ci, ::-1, :].T]
+
+
+def plot_volume_planes(image: np.ndarray, mask: np.ndarray, out_png: Path, title: str | None = None) -> Path:
+    """The paper's Fig. 1: axial, coronal and sagittal slices of a network-grid image with its mask.
+
+    ``image`` and ``mask`` are ``(D, H, W)`` in canonical RAS axis order (axis 0 toward the
+    patient's right, 1 anterior, 2 superior); shown in radiological view.
+    """
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    idx = np.argwhere(mask > 0)
+    centre = [int(v) for v in (idx.mean(axis=0) if len(idx) else np.array(image.shape) // 2)]
+    right = idx[idx[:, 0] > image.shape[0] // 2] if len(idx) else idx
+    if len(right):
+        centre[0] = int(right[:, 0].mean())
+    fig, axes = plt.subplots(2, 3, figsize=(10, 7))
+    for col, (img, msk, name) in enumerate(zip(_grid_planes(image, centre), _grid_planes(mask, centre),
+                                               ("axial", "coronal", "sagittal"))):
+        axes[0, col].imshow(img, cmap="gray", origin="lower")
+        axes[0, col].set_title(f"image, {name}", fontsize=9)
+        axes[1, col].imshow(img, cmap="gray", origin="lower")
+        axes[1, col].imshow(np.ma.masked_where(msk == 0, msk), cmap="autumn", alpha=0.5, origin="lower")
+        axes[1, col].set_title(f"mask overlay, {name}", fontsize=9)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=80)
+    plt.close(fig)
+    return out_png
+
+
+def plot_training_curves(history: list[dict[str, float]], out_dir: Path) -> list[Path]:
+    """The paper's Figs. 4 and 5: train/validation loss and Dice per epoch (two PNGs)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    epochs = [r["epoch"] for r in history]
+    paths = []
+    for key, label, name in (("loss", "Dice + BCE loss", "train_loss.png"), ("dice", "Dice (threshold 0.5)", "train_dice.png")):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot(epochs, [r.get(key, np.nan) for r in history], label="train")
+        ax.plot(epochs, [r.get(f"val_{key}", np.nan) for r in history], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / name, dpi=90)
+        plt.close(fig)
+        paths.append(out_dir / name)
+    return paths

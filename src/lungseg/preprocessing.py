@@ -29,6 +29,7 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from lungseg.config import PreprocessConfig
 from lungseg.data.geometry import Geometry
 
 
@@ -190,3 +191,40 @@ def standardize(volume: np.ndarray) -> np.ndarray:
     v = np.asarray(volume, dtype=np.float32)
     sd = float(v.std())
     return ((v - float(v.mean())) / sd).astype(np.float32) if sd > 0 else np.zeros_like(v)
+
+
+def preprocess_image(hu: np.ndarray, geometry: Geometry, cfg: PreprocessConfig) -> tuple[np.ndarray, GridMap]:
+    """Full preprocessing of one CT (HU, ``[i, j, k]`` on ``geometry``) -> network input.
+
+    Returns the standardised float32 image of shape ``cfg.shape`` in canonical RAS axis
+    order and the :class:`GridMap` needed to map predictions back.
+    """
+    ornt = canonical_ornt(geometry)
+    canonical = to_canonical(hu, ornt)
+    spacing = tuple(float(geometry.spacing_mm[int(a)]) for a in np.argsort(ornt[:, 0]))
+    lo, hi = body_box(canonical, spacing, cfg.body_threshold_hu, cfg.crop_margin_mm)  # type: ignore[arg-type]
+    grid = GridMap(
+        original_shape=tuple(int(s) for s in hu.shape),  # type: ignore[arg-type]
+        ornt=tuple((float(a), float(f)) for a, f in ornt),
+        canonical_shape=tuple(int(s) for s in canonical.shape),  # type: ignore[arg-type]
+        crop_lo=lo,
+        crop_hi=hi,
+        shape=tuple(int(s) for s in cfg.shape),  # type: ignore[arg-type]
+    )
+    resampled = resample_box(canonical, lo, hi, cfg.shape)
+    image = standardize(smooth(window_normalize(resampled, cfg.hu_min, cfg.hu_max), cfg.smooth_sigma))
+    return image, grid
+
+
+def preprocess_mask(labels: np.ndarray, grid: GridMap) -> np.ndarray:
+    """Lung label map ``[i, j, k]`` (any lung label > 0) -> binary uint8 mask on the network grid,
+    resampled exactly like its image (linear, threshold 0.5)."""
+    canonical = to_canonical((labels > 0).astype(np.float32), np.asarray(grid.ornt))
+    return (resample_box(canonical, grid.crop_lo, grid.crop_hi, grid.shape) > 0.5).astype(np.uint8)
+
+
+def probabilities_to_original(prob: np.ndarray, grid: GridMap) -> np.ndarray:
+    """Network-grid probabilities -> float32 probabilities on the case's own ``[i, j, k]`` grid
+    (interpolate first; threshold afterwards)."""
+    canonical = resample_back(prob, grid.crop_lo, grid.crop_hi, grid.canonical_shape)
+    return from_canonical(canonical, np.asarray(grid.ornt), grid.original_shape)

@@ -1,0 +1,84 @@
+"""tf.data pipelines over the preprocessed arrays.
+
+Arrays are ``(N, D, H, W)`` (network grid, canonical RAS axis order); the pipelines yield
+``(image, mask)`` batches of shape ``(B, D, H, W, 1)`` float32. Training data is augmented
+on the fly with a per-sample seed; validation and test data never are.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from lungseg.augmentation import augment
+from lungseg.config import AugmentConfig
+from lungseg.errors import LungsegError
+
+
+@dataclass(frozen=True)
+class SplitArrays:
+    """One split of the processed data."""
+
+    images: np.ndarray  # (N, D, H, W) float32
+    masks: np.ndarray  # (N, D, H, W) uint8
+    cases: list[str]
+
+
+def load_split(processed_dir: Path, split: str, limit: int = 0) -> SplitArrays:
+    """Load ``<processed_dir>/<split>/{images,masks}.npy`` (first ``limit`` cases if > 0)."""
+    folder = Path(processed_dir) / split
+    try:
+        images = np.load(folder / "images.npy", mmap_mode="r")
+        masks = np.load(folder / "masks.npy", mmap_mode="r")
+        cases = json.loads((folder / "cases.json").read_text())
+    except (OSError, ValueError) as e:
+        raise LungsegError(f"{folder}: cannot read processed {split} data ({e}); run `lungseg preprocess` first") from e
+    if limit > 0:
+        images, masks, cases = images[:limit], masks[:limit], cases[:limit]
+    if len(cases) == 0:
+        raise LungsegError(f"{folder}: the {split} split is empty")
+    return SplitArrays(np.ascontiguousarray(images, np.float32), np.ascontiguousarray(masks, np.uint8), list(cases))
+
+
+def train_dataset(
+    data: SplitArrays, aug: AugmentConfig, batch_size: int, seed: int, start_step: int = 0
+) -> tf.data.Dataset:
+    """Infinite, shuffled, augmented training batches (use with ``steps_per_epoch``).
+
+    Sample ``s`` (a running counter over all epochs, from ``start_step``) is augmented with
+    seed ``(seed, s)``, so a run is reproducible and a resumed run does not repeat draws.
+    """
+    n = len(data.cases)
+    shape = data.images.shape[1:]
+    images, masks = data.images, data.masks
+
+    def load_augmented(index: np.int64, step: np.int64) -> tuple[np.ndarray, np.ndarray]:
+        sample_seed = int(np.random.SeedSequence([seed, int(step)]).generate_state(1)[0])
+        img, msk = augment(images[int(index)], masks[int(index)], aug, sample_seed)
+        return img[..., None], msk[..., None]
+
+    def mapper(step: tf.Tensor, index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        img, msk = tf.numpy_function(load_augmented, [index, step], [tf.float32, tf.float32])
+        img.set_shape((*shape, 1))
+        msk.set_shape((*shape, 1))
+        return img, msk
+
+    order = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
+    counter = tf.data.Dataset.counter(start=start_step)
+    return (
+        tf.data.Dataset.zip(counter, order)
+        .map(mapper, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .batch(batch_size, drop_remainder=False)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def eval_dataset(data: SplitArrays, batch_size: int) -> tf.data.Dataset:
+    """Unaugmented batches in case order (validation and test)."""
+    images = data.images[..., None]
+    masks = data.masks[..., None].astype(np.float32)
+    return tf.data.Dataset.from_tensor_slices((images, masks)).batch(batch_size).prefetch(tf.data.AUTOTUNE)

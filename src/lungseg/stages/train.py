@@ -1,0 +1,77 @@
+"""Stage ``train``: fit the augmented 3D U-Net, tracked as one MLflow run.
+
+Writes ``train.model_path`` (best validation loss), ``reports/train_metrics.json``,
+``reports/train_history.csv`` and the loss/Dice curves to ``data.figures_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import keras
+
+from lungseg import tracking
+from lungseg.config import Params, flatten_params
+from lungseg.dataset import load_split
+from lungseg.figures import plot_training_curves
+from lungseg.training import fit, load_resume_state, run_fingerprint, write_history_csv
+
+log = logging.getLogger(__name__)
+
+METRICS_JSON = Path("reports/train_metrics.json")
+HISTORY_CSV = Path("reports/train_history.csv")
+
+
+def run(params: Params, processed_dir: Path | None = None) -> dict:
+    """Train with ``params`` and log everything to MLflow; returns the train metrics."""
+    processed = Path(processed_dir or params.data.processed_dir)
+    aug = params.augment
+    train = load_split(processed, "train", params.train.train_subset)
+    val = load_split(processed, "val")
+    state_dir = Path(params.train.state_dir)
+    state = load_resume_state(
+        state_dir, run_fingerprint(aug, params.model, params.train, params.preprocess, params.train.max_epochs, train)
+    )
+    tracking.configure(params.tracking)
+    tags = {
+        "git_commit": tracking.git_commit(),
+        "dvc_processed_md5": tracking.dvc_out_hash(params.data.processed_dir),
+        "stage": "train",
+    }
+    with tracking.run("train", run_id=(state or {}).get("mlflow_run_id"), tags=tags) as run_id:
+        if not state:
+            tracking.log_params({**flatten_params(params), "data.train_cases": len(train.cases),
+                                 "data.val_cases": len(val.cases)})
+        result = fit(
+            train, val, aug, params.model, params.train, params.preprocess, Path(params.train.model_path),
+            state_dir=state_dir, on_epoch=lambda epoch, row: tracking.log_metrics(row, step=epoch),
+            extra_state={"mlflow_run_id": run_id},
+        )
+        best = result.best
+        metrics = {
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "resumed_from_epoch": result.resumed_from,
+            "stopped_early": result.stopped_early,
+            "val_loss": best["val_loss"],
+            "val_dice": best["val_dice"],
+            "val_iou": best["val_iou"],
+            "val_soft_dice": best.get("val_soft_dice", float("nan")),
+            "train_seconds": round(result.seconds, 1),
+        }
+        METRICS_JSON.parent.mkdir(parents=True, exist_ok=True)
+        METRICS_JSON.write_text(json.dumps(metrics, indent=2) + "\n")
+        write_history_csv(result.history, HISTORY_CSV)
+        figures = plot_training_curves(result.history, Path(params.data.figures_dir))
+        tracking.log_metrics({f"best_{k}": v for k, v in metrics.items() if k.startswith("val_")})
+        for path in (METRICS_JSON, HISTORY_CSV, *figures):
+            tracking.log_artifact(path, "reports")
+        best_model = keras.models.load_model(params.train.model_path, compile=False)
+        uri = tracking.log_keras_model(best_model, val.images[:1, ..., None])
+        log.info("best epoch %d: val Dice %.4f, IoU %.4f; model %s", result.best_epoch, best["val_dice"],
+                 best["val_iou"], uri)
+    shutil.rmtree(state_dir, ignore_errors=True)  # finished: nothing to resume
+    return metrics

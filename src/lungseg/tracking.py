@@ -1,0 +1,107 @@
+"""Experiment tracking: the only module that imports mlflow.
+
+The tracking URI comes from ``params.tracking.tracking_uri`` (default a SQLite database
+at the repo root) unless ``MLFLOW_TRACKING_URI`` is set in the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import yaml
+from mlflow.models import ModelSignature
+from mlflow.types import Schema, TensorSpec
+
+from lungseg.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+
+def configure(cfg: TrackingConfig) -> str:
+    """Point MLflow at the tracking store and experiment; returns the tracking URI in use."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment(cfg.experiment)
+    return uri
+
+
+@contextmanager
+def run(name: str, run_id: str | None = None, nested: bool = False, tags: dict[str, str] | None = None) -> Iterator[str]:
+    """Start (or resume, with ``run_id``) an MLflow run; yields its id."""
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else name, nested=nested) as active:
+        if tags:
+            mlflow.set_tags(tags)
+        yield active.info.run_id
+
+
+def log_params(params: dict[str, Any]) -> None:
+    """Log a flat dict of parameters (values stringified by MLflow)."""
+    items = list(params.items())
+    for start in range(0, len(items), 90):  # MLflow accepts at most 100 params per batch
+        mlflow.log_params(dict(items[start : start + 90]))
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Log numeric metrics at ``step``."""
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    """Attach a file to the active run."""
+    mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_keras_model(model: Any, input_example: np.ndarray, name: str = "model") -> str:
+    """Log an (uncompiled) Keras model with a tensor signature and an input example; returns its URI."""
+    shape = (-1, *input_example.shape[1:])
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), shape, "ct")]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), shape, "lung_prob")]),
+    )
+    # mlflow.keras.log_model(..., input_example=...) fails in MLflow 3.17 (it writes the example
+    # before creating the model folder), so save into an existing folder and log that folder.
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / name
+        local.mkdir()
+        mlflow.keras.save_model(model, str(local), signature=signature, input_example=input_example)
+        mlflow.log_artifacts(str(local), artifact_path=name)
+    return f"runs:/{active_run_id()}/{name}"
+
+
+def active_run_id() -> str | None:
+    """Id of the active run, if any."""
+    active = mlflow.active_run()
+    return active.info.run_id if active else None
+
+
+def git_commit() -> str:
+    """Current git commit (``unknown`` outside a repository), with ``-dirty`` if the tree has changes."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True)
+        return sha + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def dvc_out_hash(path: str, lock_file: str | Path = "dvc.lock") -> str:
+    """The md5 that ``dvc.lock`` records for output ``path`` (``unknown`` if not recorded yet)."""
+    try:
+        lock = yaml.safe_load(Path(lock_file).read_text()) or {}
+    except OSError:
+        return "unknown"
+    target = os.path.normpath(path)
+    for stage in lock.get("stages", {}).values():
+        for out in stage.get("outs", []):
+            if os.path.normpath(out.get("path", "")) == target:
+                return str(out.get("md5") or out.get("hash") or "unknown")
+    return "unknown"
