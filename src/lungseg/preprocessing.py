@@ -119,7 +119,7 @@ def body_box(
     lo, hi = [], []
     for ax in range(3):
         m = int(np.ceil(margin_mm / spacing_mm[ax]))
-        lo.append(max(0, int(idx[:, ax].min()) * step[ax] - m))
+        lo.append(max(0, int(idx[:, ax].min()) * step[ax] - (step[ax] - 1) - m))
         hi.append(min(hu.shape[ax], (int(idx[:, ax].max()) + 1) * step[ax] + m))
     return tuple(lo), tuple(hi)  # type: ignore[return-value]
 

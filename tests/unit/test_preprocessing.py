@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lungseg.config import PreprocessConfig
+from lungseg.data.geometry import Geometry
+from lungseg.metrics import dice
+from lungseg.preprocessing import (
+    GridMap,
+    body_box,
+    canonical_ornt,
+    from_canonical,
+    preprocess_image,
+    preprocess_mask,
+    probabilities_to_original,
+    resample_box,
+    smooth,
+    standardize,
+    to_canonical,
+    window_normalize,
+)
+
+
+def _phantom(shape=(80, 70, 40)) -> tuple[np.ndarray, np.ndarray]:
+    """Air outside, a soft-tissue body ellipse, two air-like lungs inside (labels 1, 2)."""
+    i, j, k = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
+    ci, cj = shape[0] / 2, shape[1] / 2
+    body = ((i - ci) / 30) ** 2 + ((j - cj) / 25) ** 2 <= 1
+    right = ((i - ci + 12) / 9) ** 2 + ((j - cj) / 14) ** 2 + ((k - 20) / 15) ** 2 <= 1
+    left = ((i - ci - 12) / 9) ** 2 + ((j - cj) / 14) ** 2 + ((k - 20) / 15) ** 2 <= 1
+    hu = np.full(shape, -1000.0, np.float32)
+    hu[body] = 40.0
+    hu[right | left] = -850.0
+    labels = np.zeros(shape, np.uint8)
+    labels[right] = 1
+    labels[left] = 2
+    return hu, labels
+
+
+GEOMETRIES = {
+    "identity": Geometry((80, 70, 40), (1.0, 1.0, 2.5), (0.0, 0.0, 0.0)),
+    "flipped_permuted": Geometry((80, 70, 40), (1.0, 1.0, 2.5), (10.0, -5.0, 3.0),
+                                 ((0.0, 1.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 0.0, -1.0))),
+}
+
+
+@pytest.mark.parametrize("name", GEOMETRIES)
+def test_reorientation_round_trip_is_exact(name: str) -> None:
+    hu, _ = _phantom()
+    ornt = canonical_ornt(GEOMETRIES[name])
+    assert np.array_equal(from_canonical(to_canonical(hu, ornt), ornt, hu.shape), hu)
+
+
+def test_body_box_finds_body_with_margin() -> None:
+    hu, _ = _phantom()
+    lo, hi = body_box(hu, (1.0, 1.0, 2.5), -500.0, margin_mm=2.0)
+    assert lo[0] <= 10 - 2 + 1 and hi[0] >= 70 + 1  # body spans i in [10, 70]
+    assert lo[2] == 0 and hi[2] == 40
+    assert body_box(np.full((8, 8, 8), -1000.0), (1, 1, 1), -500.0, 0.0) == ((0, 0, 0), (8, 8, 8))
+
+
+def test_resample_identity_and_shape() -> None:
+    a = np.random.default_rng(0).random((20, 24, 16)).astype(np.float32)
+    assert np.allclose(resample_box(a, (0, 0, 0), a.shape, a.shape), a)
+    assert resample_box(a, (2, 2, 2), (18, 20, 14), (8, 8, 8)).shape == (8, 8, 8)
+
+
+def test_intensity_steps() -> None:
+    hu = np.array([-2000.0, -1000.0, -300.0, 400.0, 3000.0], np.float32)
+    assert np.allclose(window_normalize(hu, -1000, 400), [0, 0, 0.5, 1, 1])
+    z = standardize(np.arange(10, dtype=np.float32))
+    assert abs(z.mean()) < 1e-6 and abs(z.std() - 1) < 1e-5
+    assert np.all(standardize(np.ones(5)) == 0)
+    v = np.zeros((9, 9, 9), np.float32)
+    v[4, 4, 4] = 1
+    assert np.array_equal(smooth(v, 0), v)
+    assert smooth(v, 1.0)[4, 4, 4] < 0.5
+    with pytest.raises(ValueError):
+        window_normalize(hu, 400, -1000)
+
+
+@pytest.mark.parametrize("name", GEOMETRIES)
+def test_preprocess_then_map_back_recovers_the_lungs(name: str) -> None:
+    hu, labels = _phantom()
+    image, grid = preprocess_image(hu, GEOMETRIES[name], PreprocessConfig(shape=(32, 32, 32)))
+    mask = preprocess_mask(labels, grid)
+    assert image.shape == (32, 32, 32) and image.dtype == np.float32
+    assert abs(float(image.mean())) < 1e-4 and abs(float(image.std()) - 1) < 1e-3
+    assert set(np.unique(mask)) == {0, 1}
+    # lungs are dark in the network image: mean standardised intensity inside < outside
+    assert image[mask == 1].mean() < image[mask == 0].mean()
+    back = probabilities_to_original(mask.astype(np.float32), grid) > 0.5
+    assert back.shape == hu.shape
+    assert dice(back, labels > 0) > 0.9
+    assert GridMap.from_json(grid.to_json()) == grid
+
+
+def test_window_and_smoothing_are_applied() -> None:
+    """Changing the HU window or the smoothing changes the network input (nothing thrown away)."""
+    hu, _ = _phantom()
+    g = GEOMETRIES["identity"]
+    base, _ = preprocess_image(hu, g, PreprocessConfig(shape=(32, 32, 32), smooth_sigma=0.0))
+    smoothed, _ = preprocess_image(hu, g, PreprocessConfig(shape=(32, 32, 32), smooth_sigma=1.5))
+    windowed, _ = preprocess_image(hu, g, PreprocessConfig(shape=(32, 32, 32), smooth_sigma=0.0, hu_max=-900.0))
+    assert not np.allclose(base, smoothed)
+    assert not np.allclose(base, windowed)
