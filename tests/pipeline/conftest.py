@@ -18,6 +18,9 @@ BIN = Path(sys.executable).parent
 TINY_PARAMS = {
     "synthesize": {"cases": 5, "max_matrix": 96, "workers": 1},
     "prepare": {"n_figure_cases": 2},
+    "preprocess": {"shape": [32, 32, 32]},
+    "model": {"base_filters": 4, "depth": 2},
+    "train": {"max_epochs": 2, "batch_size": 2},
 }
 
 
@@ -30,7 +33,9 @@ def _merge(base: dict, over: dict) -> dict:
 
 def run(cmd: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run a command with the project's venv first on PATH; fail with its output shown."""
-    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", DVC_NO_ANALYTICS="1")
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", DVC_NO_ANALYTICS="1",
+               TF_CPP_MIN_LOG_LEVEL="3")
+    env.pop("MLFLOW_TRACKING_URI", None)  # the project's params decide (sqlite:///mlflow.db in the copy)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")

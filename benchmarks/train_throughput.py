@@ -1,0 +1,96 @@
+"""Training throughput: model alone vs. fed by the real augmented input pipeline.
+
+Prints ``name: value`` lines: model-only training volumes/s on preloaded tensors, volumes/s
+with the augmented tf.data pipeline, their ratio, the model's achieved GFLOP/s and a numpy
+float32 matmul GFLOP/s measured in the same run. Uses data/processed/train when present,
+otherwise random volumes of ``preprocess.shape``.
+
+    python benchmarks/train_throughput.py [--params params.yaml] [--steps 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from lungseg.config import load_params  # noqa: E402
+from lungseg.dataset import SplitArrays, load_split, train_dataset  # noqa: E402
+from lungseg.model import build_unet3d  # noqa: E402
+from lungseg.training import compile_model, configure_threads  # noqa: E402
+
+
+def forward_flops(model: tf.keras.Model) -> float:
+    """Multiply-adds x 2 of the conv and transposed-conv layers for one volume."""
+    total = 0.0
+    for layer in model.layers:
+        kind = type(layer).__name__
+        if kind in ("Conv3D", "Conv3DTranspose"):
+            cin = layer.input.shape[-1]
+            k = float(np.prod(layer.kernel_size))
+            voxels = float(np.prod((layer.output if kind == "Conv3D" else layer.input).shape[1:4]))
+            total += 2.0 * k * cin * layer.filters * voxels
+    return total
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a = np.random.default_rng(0).random((n, n), dtype=np.float32)
+    b = np.random.default_rng(1).random((n, n), dtype=np.float32)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2.0 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def volumes_per_second(model: tf.keras.Model, ds: tf.data.Dataset, steps: int, batch: int) -> float:
+    model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)  # warm-up (graph build)
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+    return steps * batch / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--params", type=Path, default=Path("params.yaml"))
+    ap.add_argument("--steps", type=int, default=12)
+    args = ap.parse_args()
+    params = load_params(args.params)
+    configure_threads()
+    shape, batch = params.preprocess.shape, params.train.batch_size
+    try:
+        data = load_split(Path(params.data.processed_dir), "train")
+        source = "data/processed/train"
+    except Exception:  # noqa: BLE001 - benchmark falls back to random data
+        rng = np.random.default_rng(0)
+        images = rng.normal(size=(8, *shape)).astype(np.float32)
+        data = SplitArrays(images, (images > 0.5).astype(np.uint8), [str(i) for i in range(8)])
+        source = "random"
+    mp = params.model
+    model = compile_model(build_unet3d(shape, mp.base_filters, mp.depth, mp.dropout, mp.l2), params.train)
+
+    x = tf.constant(data.images[:batch, ..., None])
+    y = tf.constant(data.masks[:batch, ..., None].astype(np.float32))
+    preloaded = tf.data.Dataset.from_tensors((x, y)).repeat()
+    model_only = volumes_per_second(model, preloaded, args.steps, batch)
+    piped = volumes_per_second(model, train_dataset(data, params.augment, batch, seed=0), args.steps, batch)
+    train_flops = 3.0 * forward_flops(model)  # forward + backward ~ 3x forward
+    print(f"data: {source}")
+    print(f"shape: {'x'.join(map(str, shape))}")
+    print(f"batch_size: {batch}")
+    print(f"model_only_volumes_per_s: {model_only:.3f}")
+    print(f"pipeline_volumes_per_s: {piped:.3f}")
+    print(f"pipeline_ratio: {piped / model_only:.3f}")
+    print(f"model_train_gflop_per_volume: {train_flops / 1e9:.2f}")
+    print(f"model_gflops: {model_only * train_flops / 1e9:.1f}")
+    print(f"numpy_matmul_gflops: {matmul_gflops():.1f}")
+
+
+if __name__ == "__main__":
+    main()

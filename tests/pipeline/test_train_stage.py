@@ -1,0 +1,66 @@
+"""preprocess + train through dvc on tiny params: arrays, MLflow run, model, reports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .test_data_stages import reproduced  # noqa: F401  (shared module-scoped fixture)
+
+pytestmark = pytest.mark.pipeline
+
+
+def test_preprocess_outputs(reproduced: Path) -> None:  # noqa: F811
+    processed = reproduced / "data/processed"
+    split = json.loads((reproduced / "data/interim/split.json").read_text())
+    for name, cases in split.items():
+        images = np.load(processed / name / "images.npy")
+        masks = np.load(processed / name / "masks.npy")
+        assert images.shape == masks.shape == (len(cases), 32, 32, 32)
+        assert json.loads((processed / name / "cases.json").read_text()) == sorted(cases)
+        for img, msk in zip(images, masks):
+            assert abs(img.mean()) < 1e-3 and abs(img.std() - 1) < 1e-2  # standardised, not HU
+            assert 0.02 < msk.mean() < 0.6
+        for case in cases:
+            grid = json.loads((processed / "grids" / f"{case}.json").read_text())
+            assert grid["shape"] == [32, 32, 32]
+    assert (reproduced / "reports/figures/preprocess_example.png").stat().st_size > 10_000
+
+
+def test_train_logged_run_model_and_reports(reproduced: Path) -> None:  # noqa: F811
+    import mlflow
+
+    metrics = json.loads((reproduced / "reports/train_metrics.json").read_text())
+    assert metrics["epochs_run"] == 2 and 0.0 <= metrics["val_dice"] <= 1.0
+    assert (reproduced / "models/model.keras").is_file()
+    for png in ("train_loss.png", "train_dice.png"):
+        assert (reproduced / "reports/figures" / png).stat().st_size > 5_000
+    client = mlflow.MlflowClient(f"sqlite:///{reproduced / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("lung-segmentation")
+    (run,) = client.search_runs([exp.experiment_id], filter_string="tags.stage = 'train'")
+    assert run.data.params["augment.rotate_max_deg"] == "10.0"
+    assert run.data.params["train.learning_rate"] == "0.001"
+    assert run.data.tags["git_commit"] != "unknown"
+    for key in ("loss", "val_loss", "dice", "val_dice", "iou", "val_iou", "learning_rate"):
+        assert len(client.get_metric_history(run.info.run_id, key)) == 2
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "reports")}
+    assert {"reports/train_loss.png", "reports/train_dice.png", "reports/train_history.csv"} <= artifacts
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    example = np.load(processed_example(reproduced))
+    assert model.metadata.signature is not None
+    out = model.predict(example)
+    assert out.shape == example.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    # the logged input example is the preprocessed network input (standardised), not raw HU
+    logged = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model/MLmodel",
+                                                 tracking_uri=f"sqlite:///{reproduced / 'mlflow.db'}")
+    assert "input_example" in Path(logged).read_text()
+
+
+def processed_example(root: Path) -> Path:
+    images = np.load(root / "data/processed/val/images.npy")[:1, ..., None]
+    path = root / "example.npy"
+    np.save(path, images)
+    return path
