@@ -38,7 +38,8 @@ def test_train_logged_run_model_and_reports(reproduced: Path) -> None:  # noqa: 
     assert (reproduced / "models/model.keras").is_file()
     for png in ("train_loss.png", "train_dice.png"):
         assert (reproduced / "reports/figures" / png).stat().st_size > 5_000
-    client = mlflow.MlflowClient(f"sqlite:///{reproduced / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{reproduced / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name("lung-segmentation")
     (run,) = client.search_runs([exp.experiment_id], filter_string="tags.stage = 'train'")
     assert run.data.params["augment.rotate_max_deg"] == "10.0"
@@ -54,8 +55,7 @@ def test_train_logged_run_model_and_reports(reproduced: Path) -> None:  # noqa: 
     out = model.predict(example)
     assert out.shape == example.shape and float(out.min()) >= 0 and float(out.max()) <= 1
     # the logged input example is the preprocessed network input (standardised), not raw HU
-    logged = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model/MLmodel",
-                                                 tracking_uri=f"sqlite:///{reproduced / 'mlflow.db'}")
+    logged = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model/MLmodel")
     assert "input_example" in Path(logged).read_text()
 
 
