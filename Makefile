@@ -4,7 +4,6 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
-export MLFLOW_TRACKING_URI ?= sqlite:///$(CURDIR)/mlflow.db
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
@@ -18,8 +17,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# `dvc checkout --relink` turns the copies DVC leaves after a run into hard links to its
+# cache (cache.type in .dvc/config), so large DICOM/NIfTI outputs are not stored twice.
 run: install
 	$(BIN)/dvc repro
+	$(BIN)/dvc checkout --relink --quiet
 
 test: install
 	$(BIN)/pytest -q
