@@ -73,7 +73,7 @@ def main() -> None:
         data = SplitArrays(images, (images > 0.5).astype(np.uint8), [str(i) for i in range(8)])
         source = "random"
     mp = params.model
-    model = compile_model(build_unet3d(shape, mp.base_filters, mp.depth, mp.dropout, mp.l2), params.train)
+    model = compile_model(build_unet3d(shape, mp.base_filters, mp.depth, mp.dropout, mp.l2, mp.bn_momentum), params.train)
 
     x = tf.constant(data.images[:batch, ..., None])
     y = tf.constant(data.masks[:batch, ..., None].astype(np.float32))

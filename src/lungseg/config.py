@@ -142,6 +142,7 @@ class ModelConfig:
     depth: int = 3
     dropout: float = 0.1
     l2: float = 1e-5
+    bn_momentum: float = 0.9
 
 
 @dataclass(frozen=True)

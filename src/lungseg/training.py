@@ -199,7 +199,8 @@ def fit(
         log.info("resuming from epoch %d (state in %s)", initial_epoch, state_dir)
     else:
         model = compile_model(
-            build_unet3d(preprocess_cfg.shape, model_cfg.base_filters, model_cfg.depth, model_cfg.dropout, model_cfg.l2),
+            build_unet3d(preprocess_cfg.shape, model_cfg.base_filters, model_cfg.depth, model_cfg.dropout, model_cfg.l2,
+                         model_cfg.bn_momentum),
             train_cfg,
         )
         history, initial_epoch = [], 0
