@@ -235,7 +235,9 @@ def test_hashed_case_ids(tmp_path) -> None:
     _write(raw, "LCTSC-007")
     result = prepare_cohort(raw, tmp_path / "out", dataclasses.replace(CFG, case_id="hashed"))
     assert result.prepared == [hashlib.sha256(b"LCTSC-007").hexdigest()[:12]]
-    assert "LCTSC-007" not in (tmp_path / "out" / "manifest.csv").read_text().split("\n", 1)[1].split(",")[0]
+    body = (tmp_path / "out" / "manifest.csv").read_text().split("\n", 1)[1]
+    assert "LCTSC-007" not in body  # neither as case ID nor inside the source folder path
+    assert body.split(",")[1].startswith("sha256:")
 
 
 # --------------------------------------------------------------------------- bad DICOM cases

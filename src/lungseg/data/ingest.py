@@ -384,7 +384,10 @@ def prepare_cohort(raw_dir: Path, out_dir: Path, cfg: PrepareConfig, fmt: str | 
         try:
             try:
                 data = jobs[raw](case)
-                rows.append(_write_case(case, data, out_dir))
+                row = _write_case(case, data, out_dir)
+                if cfg.case_id == "hashed":  # the source path may hold identifiers too (folder names)
+                    row[1] = "sha256:" + hashlib.sha256(row[1].encode()).hexdigest()[:16]
+                rows.append(row)
             except CaseError as e:
                 if e.case != case:
                     raise CaseError(case, f"{e.case}: {e.problem}") from e
