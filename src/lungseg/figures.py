@@ -96,9 +96,9 @@ def plot_augmentation(
 ) -> Path:
     """Draw a volume before and after augmentation, like the paper's Fig. 2.
 
-    Row 1 is the original, row 2 the augmented pair; columns are slices of the
-    ``(D, H, W)`` arrays: axial ``[d, :, :]``, coronal ``[:, h, :]`` and sagittal
-    ``[:, :, w]`` (D drawn upwards). Each index is the slice of the original mask
+    Row 1 is the original, row 2 the augmented pair; columns are axial, coronal and
+    sagittal slices of the network-grid arrays (canonical RAS axis order, radiological
+    view, as :func:`plot_volume_planes`). Each index is the slice of the original mask
     with the most lung (the mid-slice when the mask is empty), so the sagittal view
     cuts a lung rather than the mediastinum; both rows use the same indices. The
     image is grey on a window shared by both rows (so intensity changes show), the
@@ -113,12 +113,11 @@ def plot_augmentation(
     for axis in range(3):
         area = (np.asarray(mask) > 0.5).sum(axis=tuple(a for a in range(3) if a != axis))
         index.append(int(np.argmax(area)) if area.any() else mask.shape[axis] // 2)
-    d, h, w = index
+    centre = (index[0], index[1], index[2])
     for row, (label, img, msk) in zip(axes, rows):
-        views = [("axial", img[d], msk[d], "upper"), ("coronal", img[:, h], msk[:, h], "lower"),
-                 ("sagittal", img[:, :, w], msk[:, :, w], "lower")]
-        for ax, (name, im2d, m2d, origin) in zip(row, views):
-            ax.imshow(im2d, cmap="gray", vmin=vmin, vmax=vmax, origin=origin)
+        names = ("axial", "coronal", "sagittal")
+        for ax, name, im2d, m2d in zip(row, names, _grid_planes(img, centre), _grid_planes(msk, centre)):
+            ax.imshow(im2d, cmap="gray", vmin=vmin, vmax=vmax, origin="lower")
             if np.any(m2d > 0.5) and np.any(m2d <= 0.5):
                 ax.contour(m2d.astype(float), levels=[0.5], colors="tab:red", linewidths=0.8)
             ax.set_title(f"{label} {name}", fontsize=9)

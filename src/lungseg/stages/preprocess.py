@@ -2,8 +2,9 @@
 
 Writes to ``data.processed_dir``: ``<split>/images.npy`` (float32, ``(N, *shape)``),
 ``<split>/masks.npy`` (uint8 0/1), ``<split>/cases.json`` (row order), ``grids/<case>.json``
-(crop box, orientation and shape to map predictions back), and the paper's Fig. 1 to
-``data.figures_dir/preprocess_example.png``.
+(crop box, orientation and shape to map predictions back), the paper's Fig. 1 to
+``data.figures_dir/preprocess_example.png`` and its Fig. 2 (one training case before and
+after the configured augmentation) to ``data.figures_dir/augmentation_example.png``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ def run(params: Params, interim_dir: Path | None = None, out_dir: Path | None = 
     """Preprocess every prepared case of every split."""
     from lungseg.data.nifti import read_nifti
     from lungseg.errors import LungsegError
-    from lungseg.figures import plot_volume_planes
+    from lungseg.augmentation import augment
+    from lungseg.figures import plot_augmentation, plot_volume_planes
     from lungseg.preprocessing import preprocess_image, preprocess_mask
 
     interim = Path(interim_dir or params.data.interim_dir)
@@ -59,4 +61,9 @@ def run(params: Params, interim_dir: Path | None = None, out_dir: Path | None = 
         plot_volume_planes(
             image, mask, Path(params.data.figures_dir) / "preprocess_example.png",
             title=f"{case} after preprocessing (network grid {'x'.join(map(str, params.preprocess.shape))})",
+        )
+        aug_image, aug_mask = augment(image, mask, params.augment, seed=params.train.seed)
+        plot_augmentation(
+            image, mask, aug_image, aug_mask, Path(params.data.figures_dir) / "augmentation_example.png",
+            title=f"{case}: original (top) and augmented (bottom), augment.* from params.yaml",
         )
