@@ -54,9 +54,10 @@ def test_train_logged_run_model_and_reports(reproduced: Path) -> None:  # noqa: 
     assert model.metadata.signature is not None
     out = model.predict(example)
     assert out.shape == example.shape and float(out.min()) >= 0 and float(out.max()) <= 1
-    # the logged input example is the preprocessed network input (standardised), not raw HU
-    logged = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model/MLmodel")
-    assert "input_example" in Path(logged).read_text()
+    # the logged input example is the preprocessed network input (first validation volume), not raw HU
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model")
+    logged = np.asarray(mlflow.models.Model.load(local).load_input_example(local))
+    assert np.allclose(logged, np.load(reproduced / "data/processed/val/images.npy")[:1, ..., None], atol=1e-5)
 
 
 def processed_example(root: Path) -> Path:
