@@ -56,7 +56,10 @@ def test_train_logged_run_model_and_reports(reproduced: Path) -> None:  # noqa: 
     assert out.shape == example.shape and float(out.min()) >= 0 and float(out.max()) <= 1
     # the logged input example is the preprocessed network input (first validation volume), not raw HU
     local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="model")
-    logged = np.asarray(mlflow.models.Model.load(local).load_input_example(local))
+    logged = mlflow.models.Model.load(local).load_input_example(local)
+    if isinstance(logged, dict):  # a named tensor input ("ct") comes back as {name: array}
+        (logged,) = logged.values()
+    logged = np.asarray(logged)
     assert np.allclose(logged, np.load(reproduced / "data/processed/val/images.npy")[:1, ..., None], atol=1e-5)
 
 
