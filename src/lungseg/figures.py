@@ -18,6 +18,16 @@ LUNG_WINDOW_HU = (-1350.0, 150.0)  # W 1500 / L -600
 LABEL_COLOURS = {1: "tab:red", 2: "tab:cyan"}  # 1 = right lung, 2 = left lung
 
 
+def _save(fig: plt.Figure, out_png: Path, title: str | None = None, dpi: int = 80) -> Path:
+    """Title, lay out, write and close a figure."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=dpi)
+    plt.close(fig)
+    return out_png
+
+
 @dataclass(frozen=True)
 class CaseView:
     """One case to draw: CT in HU and a label map on the same [i, j, k] grid."""
@@ -78,12 +88,7 @@ def plot_cases_three_planes(cases: list[CaseView], out_png: Path, title: str | N
                     ax.contour((msk == label).astype(float), levels=[0.5], colors=colour, linewidths=0.8)
             ax.set_title(f"{case.name} {name}", fontsize=9)
             ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=80)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png, title)
 
 
 def plot_augmentation(
@@ -122,12 +127,7 @@ def plot_augmentation(
                 ax.contour(m2d.astype(float), levels=[0.5], colors="tab:red", linewidths=0.8)
             ax.set_title(f"{label} {name}", fontsize=9)
             ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=80)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png, title)
 
 
 def _grid_planes(volume: np.ndarray, centre: tuple[int, int, int]) -> list[np.ndarray]:
@@ -160,12 +160,7 @@ def plot_volume_planes(image: np.ndarray, mask: np.ndarray, out_png: Path, title
         axes[1, col].set_title(f"mask overlay, {name}", fontsize=9)
     for ax in axes.ravel():
         ax.axis("off")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=80)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png, title)
 
 
 def plot_training_curves(history: list[dict[str, float]], out_dir: Path) -> list[Path]:
@@ -182,8 +177,5 @@ def plot_training_curves(history: list[dict[str, float]], out_dir: Path) -> list
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(out_dir / name, dpi=90)
-        plt.close(fig)
-        paths.append(out_dir / name)
+        paths.append(_save(fig, out_dir / name, dpi=90))
     return paths

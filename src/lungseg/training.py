@@ -68,28 +68,31 @@ class FitResult:
     seconds: float = 0.0
 
 
-class _ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+class _Resumable:
+    """Mixin for a Keras callback whose counters (``RESUMED`` attributes) survive a restart."""
+
+    RESUMED: tuple[str, ...] = ()
+
     def __init__(self, state: dict[str, Any], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # type: ignore[call-arg]
         self._resume = state
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        super().on_train_begin(logs)
-        if self._resume:
-            self.wait, self.best, self.best_epoch = self._resume["wait"], self._resume["best"], self._resume["best_epoch"]
+        super().on_train_begin(logs)  # type: ignore[misc]
+        for name in self.RESUMED if self._resume else ():
+            setattr(self, name, self._resume[name])
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters to save with the resume state."""
+        return {name: float(getattr(self, name)) if name == "best" else getattr(self, name) for name in self.RESUMED}
 
 
-class _ResumableReduceLR(keras.callbacks.ReduceLROnPlateau):
-    def __init__(self, state: dict[str, Any], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._resume = state
+class _ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
+    RESUMED = ("wait", "best", "best_epoch")
 
-    def on_train_begin(self, logs: dict | None = None) -> None:
-        super().on_train_begin(logs)
-        if self._resume:
-            self.wait, self.best, self.cooldown_counter = (
-                self._resume["wait"], self._resume["best"], self._resume["cooldown_counter"]
-            )
+
+class _ResumableReduceLR(_Resumable, keras.callbacks.ReduceLROnPlateau):
+    RESUMED = ("wait", "best", "cooldown_counter")
 
 
 class _StateSaver(keras.callbacks.Callback):
@@ -121,10 +124,8 @@ class _StateSaver(keras.callbacks.Callback):
             "fingerprint": self.fingerprint,
             "epoch": epoch + 1,
             "history": self.history,
-            "early_stopping": {"wait": self.stopper.wait, "best": float(self.stopper.best),
-                               "best_epoch": self.stopper.best_epoch},
-            "reduce_lr": {"wait": self.reducer.wait, "best": float(self.reducer.best),
-                          "cooldown_counter": self.reducer.cooldown_counter},
+            "early_stopping": self.stopper.snapshot(),
+            "reduce_lr": self.reducer.snapshot(),
         }
         tmp_json = self.state_dir / f".{STATE_JSON}.partial"
         tmp_json.write_text(json.dumps(state))
