@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import shutil
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 
+from tests.dicom_helpers import set_dicom_attrs
 from lungseg.config import PrepareConfig, RoiAliasConfig
 from lungseg.data.dicom import (
     match_lung_rois,
@@ -113,13 +113,7 @@ def test_geometry_and_ras_affine_against_known_points(tmp_path) -> None:
     assert g.spacing_mm == pytest.approx((0.7, 1.3, 3.0))
 
 
-def _set(path: Path, **attrs) -> None:
-    ds = pydicom.dcmread(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for k, v in attrs.items():
-            setattr(ds, k, v)
-        ds.save_as(path)
+_set = set_dicom_attrs
 
 
 def test_localizer_other_modality_and_duplicates_ignored(tmp_path) -> None:

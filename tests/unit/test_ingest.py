@@ -16,9 +16,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 
+from tests.dicom_helpers import set_dicom_attrs
 from lungseg.config import NiftiConfig, PrepareConfig
 from lungseg.data.dicom_write import StudyInfo, make_uid, write_ct_series, write_dicom_study, write_rtstruct
 from lungseg.data.geometry import Geometry
@@ -58,13 +58,7 @@ def _write(raw: Path, pid: str, folder: str | None = None, masks: dict | None = 
     return out
 
 
-def _set(path: Path, **attrs) -> None:
-    ds = pydicom.dcmread(path)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for k, v in attrs.items():
-            setattr(ds, k, v)
-        ds.save_as(path)
+_set = set_dicom_attrs
 
 
 def _truncate(path: Path, n: int) -> None:
