@@ -10,7 +10,6 @@ import json
 import logging
 import re
 import shutil
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
