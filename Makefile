@@ -19,9 +19,12 @@ install: $(VENV)/.installed
 
 # `dvc checkout --relink` turns the copies DVC leaves after a run into hard links to its
 # cache (cache.type in .dvc/config), so large DICOM/NIfTI outputs are not stored twice.
+# `lungseg register` is idempotent: it makes sure this clone's MLflow registry has the
+# model and its champion alias even when DVC's run-cache skipped `evaluate`.
 run: install
 	$(BIN)/dvc repro
 	$(BIN)/dvc checkout --relink --quiet
+	$(BIN)/lungseg register
 
 test: install
 	$(BIN)/pytest -q

@@ -35,10 +35,41 @@ def _cmd_preprocess(args: argparse.Namespace) -> None:
     preprocess.run(load_params(args.params), interim_dir=args.interim, out_dir=args.out)
 
 
+def _cmd_tune(args: argparse.Namespace) -> None:
+    from lungseg.stages import tune
+
+    if args.n_trials is not None and args.n_trials < 1:
+        raise LungsegError(f"--n-trials must be >= 1, got {args.n_trials}")
+    tune.run(load_params(args.params), n_trials=args.n_trials, storage=args.storage, processed_dir=args.processed)
+
+
 def _cmd_train(args: argparse.Namespace) -> None:
     from lungseg.stages import train
 
     train.run(load_params(args.params), processed_dir=args.processed)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from lungseg.stages import evaluate
+
+    evaluate.run(load_params(args.params), processed_dir=args.processed, interim_dir=args.interim)
+
+
+def _cmd_register(args: argparse.Namespace) -> None:
+    from lungseg.stages import evaluate
+
+    evaluate.main_register(load_params(args.params))
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from lungseg.config import Params
+    from lungseg.stages import predict
+
+    # predict runs anywhere: without a params file (outside the project) the defaults apply
+    outside = args.params == DEFAULT_PARAMS and not args.params.exists()
+    params = Params() if outside else load_params(args.params)
+    predict.run(params, args.inputs, args.out, model=args.model, overlay=args.overlay,
+                params_path=None if outside else args.params)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,9 +99,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="output folder (default: data.processed_dir)")
     p.set_defaults(func=_cmd_preprocess)
 
+    p = sub.add_parser("tune", help="Optuna search over the augmentation values (each trial a nested MLflow run)")
+    p.add_argument("--n-trials", type=int, metavar="K",
+                   help="run K more trials (e.g. one of several workers); default: top the study up to tune.n_trials")
+    p.add_argument("--storage", help="Optuna storage: a .journal file or a database URL (default: tune.storage)")
+    p.add_argument("--processed", type=Path, help="processed arrays folder (default: data.processed_dir)")
+    p.set_defaults(func=_cmd_tune)
+
     p = sub.add_parser("train", help="fit the augmented 3D U-Net, tracked in MLflow")
     p.add_argument("--processed", type=Path, help="processed arrays folder (default: data.processed_dir)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("predict", help="segment CTs (NIfTI files, DICOM folders) with a trained model")
+    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="a .nii/.nii.gz CT or a DICOM series folder")
+    p.add_argument("--out", type=Path, required=True, help="output folder (<name>_lungs.nii.gz, <name>.json)")
+    p.add_argument("--model", help="a .keras file, a saved segmenter folder or an MLflow model URI "
+                   "(default: models:/<tracking.registered_model>@champion of the project's registry)")
+    p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png (three planes, lung contours)")
+    p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("evaluate", help="test-split metrics and figures; registers the model, moves the alias")
+    p.add_argument("--processed", type=Path, help="processed arrays folder (default: data.processed_dir)")
+    p.add_argument("--interim", type=Path, help="prepared cases folder (default: data.interim_dir)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("register", help="register the trained model from reports/metrics.json (idempotent)")
+    p.set_defaults(func=_cmd_register)
     return parser
 
 

@@ -8,6 +8,7 @@ the wrong type. Stage code receives these objects, never a raw dict.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -126,8 +127,10 @@ class PreprocessConfig:
     """Fixed-shape network input (see :mod:`lungseg.preprocessing` for the order of steps)."""
 
     shape: tuple[int, int, int] = (64, 64, 64)
+    crop: str = "thorax"  # thorax: box around the air inside the body (the lungs) | body
     body_threshold_hu: float = -500.0
-    crop_margin_mm: float = 10.0
+    air_threshold_hu: float = -400.0  # thorax crop: voxels below this inside the body are air
+    crop_margin_mm: float = 20.0
     hu_min: float = -1000.0
     hu_max: float = 400.0
     smooth_sigma: float = 0.5  # Gaussian sigma in network voxels, 0 = off
@@ -165,6 +168,88 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class PostprocessConfig:
+    """Clean-up of the thresholded network output on the CT's own grid (inference).
+
+    ``keep_components`` largest 26-connected components are kept (2: the two lungs; 0 keeps
+    all), each at least ``min_component_ml``; ``fill_holes`` fills enclosed holes per axial
+    slice (vessels, nodules). Components are found on a grid of about ``work_mm`` voxels
+    inside the lung bounding box, then applied at full resolution (speed on 512x512 scans).
+    """
+
+    keep_components: int = 2
+    min_component_ml: float = 10.0
+    fill_holes: bool = True
+    threshold: float = 0.5
+    work_mm: float = 2.0
+
+
+@dataclass(frozen=True)
+class SearchRange:
+    """One searched ``augment`` value: uniform in ``[low, high]``, log-uniform if ``log``."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+DEFAULT_SEARCH_SPACE: dict[str, SearchRange] = {
+    "elastic_p": SearchRange(0.0, 1.0),
+    "elastic_strength": SearchRange(0.5, 4.0, log=True),
+    "rotate_p": SearchRange(0.0, 1.0),
+    "rotate_max_deg": SearchRange(2.0, 20.0, log=True),
+    "flip_p": SearchRange(0.0, 0.5),
+    "scale_p": SearchRange(0.0, 1.0),
+    "scale_max": SearchRange(0.02, 0.2, log=True),
+    "intensity_p": SearchRange(0.0, 1.0),
+    "intensity_shift_max": SearchRange(0.02, 0.3, log=True),
+    "noise_p": SearchRange(0.0, 1.0),
+    "noise_sd": SearchRange(0.01, 0.2, log=True),
+    "brightness_p": SearchRange(0.0, 1.0),
+    "brightness_max": SearchRange(0.02, 0.3, log=True),
+}
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Optuna search over the ``augment`` values (stage ``tune``, :mod:`lungseg.tuning`).
+
+    Each trial trains ``epochs`` epochs on the first ``train_subset`` training cases and
+    scores the best validation Dice. ``storage``: a ``.journal``/``.log`` file (several
+    processes on one machine) or a database URL (several machines). The study's name is
+    ``study_name`` plus a hash of everything that defines the objective, so changing the
+    search space, epochs, data or model starts a new study while raising ``n_trials``
+    continues the old one.
+    """
+
+    n_trials: int = 8  # finished trials the stage brings the study to (0 = off: params.yaml values pass through)
+    epochs: int = 6
+    train_subset: int = 16  # first N training cases per trial (0 = all)
+    seed: int = 42  # TPE sampler and the trials' training seed
+    storage: str = "optuna/tune.journal"
+    study_name: str = "augment"
+    sampler_startup_trials: int = 4  # random trials before TPE models the results
+    pruner: Literal["median", "hyperband", "none"] = "median"
+    pruner_startup_trials: int = 3  # median: no pruning until this many trials have finished
+    pruner_warmup_steps: int = 2  # median: earliest epoch at which a trial can be pruned
+    search_space: dict[str, SearchRange] = field(default_factory=lambda: dict(DEFAULT_SEARCH_SPACE))
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Test-split evaluation and registration (stage ``evaluate``).
+
+    The new model version gets the alias ``alias`` only if its test Dice in the original
+    geometry is at least ``min_dice`` and at least the current holder's.
+    """
+
+    min_dice: float = 0.90
+    alias: str = "champion"
+    baseline: bool = True  # also score the classical threshold baseline on the same cases
+    figures: bool = True  # one Fig. 6-style PNG per test case
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """MLflow tracking and registry."""
 
@@ -184,6 +269,9 @@ class Params:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -248,6 +336,10 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     for k, v in raw.items():
         dotted = f"{prefix}.{k}" if prefix else k
         kwargs[k] = _convert(hints[k], v, dotted)
+    for f in dataclasses.fields(cls):
+        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            dotted = f"{prefix}.{f.name}" if prefix else f.name
+            raise ConfigError(f"params key '{dotted}' is required")
     return cls(**kwargs)
 
 
@@ -260,6 +352,10 @@ def _validate(p: Params) -> None:
         raise ConfigError(
             f"params key 'preprocess.shape' must be divisible by 2**model.depth = {2**p.model.depth}, got {list(pp.shape)}"
         )
+    if pp.crop not in ("thorax", "body"):
+        raise ConfigError(f"params key 'preprocess.crop' must be 'thorax' or 'body', got {pp.crop!r}")
+    if pp.crop_margin_mm < 0:
+        raise ConfigError(f"params key 'preprocess.crop_margin_mm' must be >= 0, got {pp.crop_margin_mm}")
     if pp.hu_max <= pp.hu_min:
         raise ConfigError(f"params keys 'preprocess.hu_min/hu_max' need hu_max > hu_min, got {pp.hu_min}, {pp.hu_max}")
     if pp.smooth_sigma < 0:
@@ -270,12 +366,68 @@ def _validate(p: Params) -> None:
     fractions = (s.train, s.val, s.test)
     if any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise ConfigError(f"params key 'prepare.split' fractions must be >= 0 and sum to 1, got {fractions}")
+    check_postprocess(p.postprocess)
+    check_tune(p.tune, p.augment)
     if p.synthesize.cases < 1:
         raise ConfigError(f"params key 'synthesize.cases' must be >= 1, got {p.synthesize.cases}")
     if not 0.0 <= p.synthesize.pathology_fraction <= 1.0:
         raise ConfigError(
             f"params key 'synthesize.pathology_fraction' must be in [0, 1], got {p.synthesize.pathology_fraction}"
         )
+
+
+def check_postprocess(cfg: PostprocessConfig) -> None:
+    """Raise ConfigError for a bad ``postprocess`` value."""
+    if cfg.keep_components < 0:
+        raise ConfigError(f"params key 'postprocess.keep_components' must be >= 0, got {cfg.keep_components}")
+    if cfg.min_component_ml < 0:
+        raise ConfigError(f"params key 'postprocess.min_component_ml' must be >= 0, got {cfg.min_component_ml}")
+    if not 0.0 < cfg.threshold < 1.0:
+        raise ConfigError(f"params key 'postprocess.threshold' must be in (0, 1), got {cfg.threshold}")
+    if cfg.work_mm <= 0:
+        raise ConfigError(f"params key 'postprocess.work_mm' must be > 0, got {cfg.work_mm}")
+
+
+def section_from_dict(cls: type, raw: dict[str, Any], key: str) -> Any:
+    """Build one config section (e.g. :class:`PreprocessConfig`) strictly from a mapping.
+
+    Used to read configs saved next to a model; unknown keys raise ConfigError naming ``key.<name>``.
+    """
+    return _convert(cls, raw, key)
+
+
+def check_tune(cfg: TuneConfig, augment: AugmentConfig) -> None:
+    """Raise ConfigError for a bad ``tune`` value or a search range that ``augment`` would reject."""
+    from lungseg.augmentation import check_config
+
+    for name in ("n_trials", "train_subset", "sampler_startup_trials", "pruner_startup_trials", "pruner_warmup_steps"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"params key 'tune.{name}' must be >= 0, got {getattr(cfg, name)}")
+    if cfg.epochs < 1:
+        raise ConfigError(f"params key 'tune.epochs' must be >= 1, got {cfg.epochs}")
+    if not cfg.study_name:
+        raise ConfigError("params key 'tune.study_name' must not be empty")
+    if "://" not in cfg.storage and not cfg.storage.endswith((".journal", ".log")):
+        raise ConfigError(
+            f"params key 'tune.storage' must be a file ending in .journal or .log, or a database URL, got {cfg.storage!r}"
+        )
+    if not cfg.search_space and cfg.n_trials > 0:
+        raise ConfigError("params key 'tune.search_space' must name at least one augment value when tune.n_trials > 0")
+    hints = typing.get_type_hints(AugmentConfig)
+    for name, r in cfg.search_space.items():
+        key = f"tune.search_space.{name}"
+        if hints.get(name) is not float:
+            allowed = ", ".join(k for k, t in hints.items() if t is float)
+            raise ConfigError(f"params key '{key}' is not a numeric augment value (allowed: {allowed})")
+        if not (math.isfinite(r.low) and math.isfinite(r.high) and r.low < r.high):
+            raise ConfigError(f"params key '{key}' needs finite low < high, got low={r.low}, high={r.high}")
+        if r.log and r.low <= 0:
+            raise ConfigError(f"params key '{key}' is searched on a log scale, so low must be > 0, got {r.low}")
+        for end in ("low", "high"):
+            try:
+                check_config(dataclasses.replace(augment, **{name: getattr(r, end)}))
+            except ConfigError as e:
+                raise ConfigError(f"params key '{key}.{end}' is out of range: {e}") from e
 
 
 def flatten_params(params: Params) -> dict[str, Any]:
@@ -288,6 +440,9 @@ def flatten_params(params: Params) -> dict[str, Any]:
             key = f"{prefix}{f.name}"
             if dataclasses.is_dataclass(value):
                 walk(value, key + ".")
+            elif isinstance(value, dict) and all(dataclasses.is_dataclass(v) for v in value.values()):
+                for name, item in value.items():
+                    walk(item, f"{key}.{name}.")
             else:
                 out[key] = list(value) if isinstance(value, tuple) else value
 

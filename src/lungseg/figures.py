@@ -163,6 +163,44 @@ def plot_volume_planes(image: np.ndarray, mask: np.ndarray, out_png: Path, title
     return _save(fig, out_png, title)
 
 
+def plot_prediction(
+    image: np.ndarray, truth: np.ndarray, prob: np.ndarray, out_png: Path, title: str | None = None
+) -> Path:
+    """The paper's Fig. 6 for one case on the network grid: CT, ground truth, probability map,
+    binary prediction (threshold 0.5) and an overlay (truth green, prediction red), one row per
+    plane (axial, coronal, sagittal). Arrays are ``(D, H, W)`` in canonical RAS axis order."""
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    idx = np.argwhere(truth > 0)
+    centre = [int(v) for v in (idx.mean(axis=0) if len(idx) else np.array(image.shape) // 2)]
+    right = idx[idx[:, 0] > image.shape[0] // 2] if len(idx) else idx
+    if len(right):
+        centre[0] = int(right[:, 0].mean())
+    pred = (prob > 0.5).astype(np.float32)
+    planes = [_grid_planes(v, tuple(centre)) for v in (image, truth, prob, pred)]
+    columns = ("CT", "ground truth", "probability", "prediction", "overlay")
+    fig, axes = plt.subplots(3, 5, figsize=(15, 9))
+    for row, plane in enumerate(("axial", "coronal", "sagittal")):
+        img, tru, pr, bi = (p[row] for p in planes)
+        axes[row, 0].imshow(img, cmap="gray", origin="lower")
+        axes[row, 1].imshow(tru, cmap="gray", vmin=0, vmax=1, origin="lower")
+        shown = axes[row, 2].imshow(pr, cmap="viridis", vmin=0, vmax=1, origin="lower")
+        axes[row, 3].imshow(bi, cmap="gray", vmin=0, vmax=1, origin="lower")
+        axes[row, 4].imshow(img, cmap="gray", origin="lower")
+        for m, colour in ((tru, "tab:green"), (bi, "tab:red")):
+            if np.any(m > 0.5) and np.any(m <= 0.5):
+                axes[row, 4].contour(m.astype(float), levels=[0.5], colors=colour, linewidths=0.8)
+        for col, name in enumerate(columns):
+            axes[row, col].set_title(f"{name}, {plane}", fontsize=9)
+            axes[row, col].axis("off")
+    fig.colorbar(shown, ax=axes[:, 2].tolist(), shrink=0.6)
+    if title:
+        fig.suptitle(title)
+    fig.savefig(out_png, dpi=70)
+    plt.close(fig)
+    return out_png
+
+
 def plot_training_curves(history: list[dict[str, float]], out_dir: Path) -> list[Path]:
     """The paper's Figs. 4 and 5: train/validation loss and Dice per epoch (two PNGs)."""
     out_dir = Path(out_dir)

@@ -4,8 +4,11 @@ Order (the paper's steps, all applied, in this order):
 
 1. reorient the volume ``[i, j, k]`` to the closest canonical RAS axis order (a permutation
    and flips only, no interpolation);
-2. crop to the body (HU above ``body_threshold_hu``, largest connected component) plus
-   ``crop_margin_mm``;
+2. crop (``crop``): ``body`` is the body (HU above ``body_threshold_hu``, largest connected
+   component); ``thorax`` (default) is the box around the air inside the body (the lungs
+   and airways), symmetric left-right about the body centre, within the body box. Either
+   grows by ``crop_margin_mm``. The thorax box gives the lungs about 20% of the network grid
+   instead of about 9% with the body box, so the same 64^3 resolves them twice as finely;
 3. resample the crop to ``shape`` (area-average by integer factors against aliasing, then
    linear interpolation; voxel centres of the crop's first and last voxels map to the
    network grid's ends by the "align box edges" rule below); the lung mask goes through the
@@ -25,12 +28,18 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import logging
+
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
 from lungseg.config import PreprocessConfig
 from lungseg.data.geometry import Geometry
+
+log = logging.getLogger(__name__)
+
+MIN_THORAX_AIR_ML = 100.0  # smaller air pockets inside the body (bowel gas, ...) do not set the thorax box
 
 
 @dataclass(frozen=True)
@@ -100,6 +109,24 @@ def _axcodes(ornt: np.ndarray) -> np.ndarray:
     return nib.orientations.axcodes2ornt(nib.orientations.ornt2axcodes(np.asarray(ornt)))
 
 
+def _coarse_steps(spacing_mm: tuple[float, float, float]) -> list[int]:
+    """Subsampling steps giving about 4 mm voxels (fast box finding on 512x512 scans)."""
+    return [max(1, int(4.0 // s)) for s in spacing_mm]
+
+
+def _grown_box(
+    idx: np.ndarray, step: list[int], offset: tuple[int, ...], shape: tuple[int, ...],
+    spacing_mm: tuple[float, float, float], margin_mm: float,
+) -> tuple[list[int], list[int]]:
+    """Box ``[lo, hi)`` on the full grid of coarse voxel indices ``idx``, grown by ``margin_mm``."""
+    lo, hi = [], []
+    for ax in range(3):
+        m = int(np.ceil(margin_mm / spacing_mm[ax]))
+        lo.append(max(0, offset[ax] + int(idx[:, ax].min()) * step[ax] - (step[ax] - 1) - m))
+        hi.append(min(shape[ax], offset[ax] + (int(idx[:, ax].max()) + 1) * step[ax] + m))
+    return lo, hi
+
+
 def body_box(
     hu: np.ndarray, spacing_mm: tuple[float, float, float], threshold_hu: float, margin_mm: float
 ) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
@@ -109,19 +136,62 @@ def body_box(
     subsampled to about 4 mm (fast on 512x512 scans), then grown by ``margin_mm``. A volume
     with nothing above the threshold gives the whole volume.
     """
-    step = [max(1, int(4.0 // s)) for s in spacing_mm]
+    step = _coarse_steps(spacing_mm)
     coarse = hu[:: step[0], :: step[1], :: step[2]] > threshold_hu
     labels, n = ndimage.label(coarse, structure=np.ones((3, 3, 3)))
     if n == 0:
         return (0, 0, 0), tuple(int(s) for s in hu.shape)  # type: ignore[return-value]
     sizes = np.bincount(labels.ravel())[1:]
     idx = np.argwhere(labels == int(np.argmax(sizes)) + 1)
-    lo, hi = [], []
-    for ax in range(3):
-        m = int(np.ceil(margin_mm / spacing_mm[ax]))
-        lo.append(max(0, int(idx[:, ax].min()) * step[ax] - (step[ax] - 1) - m))
-        hi.append(min(hu.shape[ax], (int(idx[:, ax].max()) + 1) * step[ax] + m))
+    lo, hi = _grown_box(idx, step, (0, 0, 0), hu.shape, spacing_mm, margin_mm)
     return tuple(lo), tuple(hi)  # type: ignore[return-value]
+
+
+def thorax_box(
+    hu: np.ndarray, spacing_mm: tuple[float, float, float], body: tuple[tuple[int, ...], tuple[int, ...]],
+    air_threshold_hu: float, margin_mm: float,
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """Box ``[lo, hi)`` around the air inside the body (lungs and airways), inside ``body``.
+
+    ``hu`` is in canonical RAS axis order ``[i, j, k]`` (axis 0 the patient's left-right
+    axis, axis 2 the axial slice index); ``body`` is its :func:`body_box`. Air is ``HU < air_threshold_hu``; air
+    regions connected to the border of their axial slice (outside the body) are dropped,
+    and 26-connected regions of at least :data:`MIN_THORAX_AIR_ML` are kept. The box is
+    grown by ``margin_mm``; along the left-right axis it is made symmetric about the body's
+    centre, so that a lung that is entirely collapsed (no air) is still inside the box when
+    the other lung is not. Without such air the body box is returned unchanged.
+    """
+    from lungseg.baseline import _border_connected_2d
+
+    step = _coarse_steps(spacing_mm)
+    b_lo, b_hi = body
+    coarse = hu[b_lo[0] : b_hi[0] : step[0], b_lo[1] : b_hi[1] : step[1], b_lo[2] : b_hi[2] : step[2]]
+    air = coarse < air_threshold_hu
+    inside = air & ~_border_connected_2d(air)
+    labels, n = ndimage.label(inside, structure=np.ones((3, 3, 3)))
+    voxel_ml = float(np.prod(np.asarray(spacing_mm) * np.asarray(step))) / 1000.0
+    keep = np.flatnonzero(np.bincount(labels.ravel())[1:] * voxel_ml >= MIN_THORAX_AIR_ML) + 1
+    if n == 0 or len(keep) == 0:
+        log.warning("no air inside the body (>= %.0f mL): cropping to the body instead", MIN_THORAX_AIR_ML)
+        return tuple(b_lo), tuple(b_hi)  # type: ignore[return-value]
+    idx = np.argwhere(np.isin(labels, keep))
+    lo, hi = _grown_box(idx, step, tuple(b_lo), hu.shape, spacing_mm, margin_mm)
+    centre = 0.5 * (b_lo[0] + b_hi[0])
+    half = max(centre - lo[0], hi[0] - centre)
+    lo[0], hi[0] = int(np.floor(centre - half)), int(np.ceil(centre + half))
+    lo = [max(a, b) for a, b in zip(lo, b_lo)]
+    hi = [min(a, b) for a, b in zip(hi, b_hi)]
+    return tuple(lo), tuple(hi)  # type: ignore[return-value]
+
+
+def crop_box(
+    hu: np.ndarray, spacing_mm: tuple[float, float, float], cfg: PreprocessConfig
+) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    """The crop box ``[lo, hi)`` of ``cfg.crop`` (``thorax`` or ``body``) for canonical ``hu``."""
+    body = body_box(hu, spacing_mm, cfg.body_threshold_hu, cfg.crop_margin_mm)
+    if cfg.crop == "body":
+        return body
+    return thorax_box(hu, spacing_mm, body, cfg.air_threshold_hu, cfg.crop_margin_mm)
 
 
 def _area_factors(size: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -202,7 +272,7 @@ def preprocess_image(hu: np.ndarray, geometry: Geometry, cfg: PreprocessConfig) 
     ornt = canonical_ornt(geometry)
     canonical = to_canonical(hu, ornt)
     spacing = tuple(float(geometry.spacing_mm[int(a)]) for a in np.argsort(ornt[:, 0]))
-    lo, hi = body_box(canonical, spacing, cfg.body_threshold_hu, cfg.crop_margin_mm)  # type: ignore[arg-type]
+    lo, hi = crop_box(canonical, spacing, cfg)  # type: ignore[arg-type]
     grid = GridMap(
         original_shape=tuple(int(s) for s in hu.shape),  # type: ignore[arg-type]
         ornt=tuple((float(a), float(f)) for a, f in ornt),
@@ -221,6 +291,16 @@ def preprocess_mask(labels: np.ndarray, grid: GridMap) -> np.ndarray:
     resampled exactly like its image (linear, threshold 0.5)."""
     canonical = to_canonical((labels > 0).astype(np.float32), np.asarray(grid.ornt))
     return (resample_box(canonical, grid.crop_lo, grid.crop_hi, grid.shape) > 0.5).astype(np.uint8)
+
+
+def crop_coverage(labels: np.ndarray, grid: GridMap) -> float:
+    """Share of the lung voxels of ``labels`` ``[i, j, k]`` (original grid) inside the crop box
+    of ``grid`` (1.0 for an empty mask)."""
+    canonical = to_canonical(labels > 0, np.asarray(grid.ornt))
+    total = int(canonical.sum())
+    lo, hi = grid.crop_lo, grid.crop_hi
+    inside = int(canonical[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]].sum())
+    return inside / total if total else 1.0
 
 
 def probabilities_to_original(prob: np.ndarray, grid: GridMap) -> np.ndarray:

@@ -43,6 +43,19 @@ def run(name: str, run_id: str | None = None, nested: bool = False, tags: dict[s
         yield active.info.run_id
 
 
+def run_exists(run_id: str) -> bool:
+    """Whether the tracking store holds a (not deleted) run with this id."""
+    try:
+        return mlflow.get_run(run_id).info.lifecycle_stage == "active"
+    except mlflow.exceptions.MlflowException:
+        return False
+
+
+def set_tags(tags: dict[str, Any]) -> None:
+    """Set (or overwrite) tags on the active run; values are stringified."""
+    mlflow.set_tags({k: str(v) for k, v in tags.items()})
+
+
 def log_params(params: dict[str, Any]) -> None:
     """Log a flat dict of parameters (values stringified by MLflow)."""
     items = list(params.items())
@@ -105,3 +118,39 @@ def dvc_out_hash(path: str, lock_file: str | Path = "dvc.lock") -> str:
             if os.path.normpath(out.get("path", "")) == target:
                 return str(out.get("md5") or out.get("hash") or "unknown")
     return "unknown"
+
+
+# --------------------------------------------------------------------------- model registry
+
+
+def find_model_version(name: str, tag: str, value: str) -> str | None:
+    """The version of registered model ``name`` whose tag ``tag`` equals ``value`` (None if none)."""
+    client = mlflow.MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+    except mlflow.exceptions.MlflowException:
+        return None
+    matches = [v.version for v in versions if v.tags.get(tag) == value]
+    return str(min(matches, key=int)) if matches else None
+
+
+def register_model(model_uri: str, name: str, tags: dict[str, str], description: str) -> str:
+    """Register ``model_uri`` as a new version of ``name`` with tags and a description; returns the version."""
+    client = mlflow.MlflowClient()
+    version = mlflow.register_model(model_uri, name, tags={k: str(v) for k, v in tags.items()})
+    client.update_model_version(name, version.version, description=description)
+    return str(version.version)
+
+
+def alias_version(name: str, alias: str) -> tuple[str, dict[str, str]] | None:
+    """``(version, tags)`` of the version holding ``alias`` (None if no version holds it)."""
+    try:
+        v = mlflow.MlflowClient().get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        return None
+    return str(v.version), dict(v.tags)
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    """Point ``alias`` of registered model ``name`` at ``version``."""
+    mlflow.MlflowClient().set_registered_model_alias(name, alias, version)

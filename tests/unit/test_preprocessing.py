@@ -10,6 +10,8 @@ from lungseg.preprocessing import (
     GridMap,
     body_box,
     canonical_ornt,
+    crop_box,
+    crop_coverage,
     from_canonical,
     preprocess_image,
     preprocess_mask,
@@ -58,6 +60,39 @@ def test_body_box_finds_body_with_margin() -> None:
     assert lo[0] <= 10 - 2 + 1 and hi[0] >= 70 + 1  # body spans i in [10, 70]
     assert lo[2] == 0 and hi[2] == 40
     assert body_box(np.full((8, 8, 8), -1000.0), (1, 1, 1), -500.0, 0.0) == ((0, 0, 0), (8, 8, 8))
+
+
+def test_thorax_box_holds_the_lungs_and_is_smaller_than_the_body_box() -> None:
+    hu, labels = _phantom()
+    spacing = (2.0, 2.0, 5.0)  # lungs of ~160 mL each (the thorax box ignores air pockets < 100 mL)
+    body = crop_box(hu, spacing, PreprocessConfig(crop="body", crop_margin_mm=2.0))
+    lo, hi = crop_box(hu, spacing, PreprocessConfig(crop="thorax", crop_margin_mm=2.0))
+    lung = np.argwhere(labels > 0)
+    assert all(lo[a] <= lung[:, a].min() and hi[a] > lung[:, a].max() for a in range(3))
+    assert np.prod(np.subtract(hi, lo)) < 0.75 * np.prod(np.subtract(body[1], body[0]))
+    assert all(b_lo <= t_lo and t_hi <= b_hi for b_lo, t_lo, t_hi, b_hi in zip(body[0], lo, hi, body[1]))
+
+
+def test_thorax_box_keeps_a_collapsed_lung_and_falls_back_without_air() -> None:
+    hu, labels = _phantom()
+    spacing = (2.0, 2.0, 5.0)  # lungs of ~160 mL each (the thorax box ignores air pockets < 100 mL)
+    collapsed = hu.copy()
+    collapsed[labels == 2] = 30.0  # left lung entirely airless (white lung)
+    lo, hi = crop_box(collapsed, spacing, PreprocessConfig(crop="thorax", crop_margin_mm=2.0))
+    left = np.argwhere(labels == 2)
+    assert lo[0] <= left[:, 0].min() and hi[0] > left[:, 0].max()  # left-right symmetric box keeps it
+    airless = np.where(labels > 0, 30.0, hu).astype(np.float32)
+    assert crop_box(airless, spacing, PreprocessConfig(crop="thorax", crop_margin_mm=2.0)) == crop_box(
+        airless, spacing, PreprocessConfig(crop="body", crop_margin_mm=2.0))
+
+
+def test_crop_coverage_counts_lung_outside_the_box() -> None:
+    hu, labels = _phantom()
+    _, grid = preprocess_image(hu, GEOMETRIES["identity"], PreprocessConfig(shape=(32, 32, 32)))
+    assert crop_coverage(labels, grid) == 1.0
+    cut = GridMap(grid.original_shape, grid.ornt, grid.canonical_shape, grid.crop_lo,
+                  (grid.crop_hi[0], grid.crop_hi[1], 20), grid.shape)
+    assert 0.3 < crop_coverage(labels, cut) < 0.7
 
 
 def test_resample_identity_and_shape() -> None:

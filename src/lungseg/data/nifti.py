@@ -101,16 +101,44 @@ def read_nifti(path: Path) -> tuple[np.ndarray, Geometry]:
         affine = img.affine
     except Exception as e:  # noqa: BLE001 - nibabel/gzip/numpy raise many types for bad files
         raise CaseError(str(path), f"not a readable NIfTI file ({type(e).__name__}: {e})") from e
+    return _checked(data, affine, str(path))
+
+
+def read_nifti_bytes(data: bytes, name: str) -> tuple[np.ndarray, Geometry]:
+    """Like :func:`read_nifti` for the contents of a ``.nii`` or ``.nii.gz`` file (gzip is detected).
+
+    Args:
+        data: File contents.
+        name: What to call the input in error messages.
+
+    Raises:
+        CaseError: (naming ``name``) not NIfTI-1/2, not 3D, a degenerate affine, or NaN/inf voxels.
+    """
+    try:
+        raw = gzip.decompress(data) if data[:2] == b"\x1f\x8b" else bytes(data)
+        try:
+            img = nib.Nifti1Image.from_bytes(raw)
+        except Exception:  # noqa: BLE001 - not NIfTI-1: try NIfTI-2, whose error is reported
+            img = nib.Nifti2Image.from_bytes(raw)
+        array = np.asanyarray(img.dataobj)
+        affine = img.affine
+    except Exception as e:  # noqa: BLE001 - nibabel/gzip/numpy raise many types for bad bytes
+        raise CaseError(name, f"not a readable NIfTI file ({type(e).__name__}: {e})") from e
+    return _checked(array, affine, name)
+
+
+def _checked(data: np.ndarray, affine: np.ndarray | None, name: str) -> tuple[np.ndarray, Geometry]:
+    """The checks and the geometry of :func:`read_nifti` (``name`` goes into error messages)."""
     if data.ndim > 3 and all(s == 1 for s in data.shape[3:]):
         data = data.reshape(data.shape[:3])
     if data.ndim != 3:
-        raise CaseError(str(path), f"expected a 3D image, got shape {data.shape}")
+        raise CaseError(name, f"expected a 3D image, got shape {data.shape}")
     if affine is None:
-        raise CaseError(str(path), "no affine (sform and qform codes are 0)")
+        raise CaseError(name, "no affine (sform and qform codes are 0)")
     try:
         geometry = Geometry.from_affine_ras(affine, data.shape)
     except ValueError as e:
-        raise CaseError(str(path), f"bad affine: {e}") from e
+        raise CaseError(name, f"bad affine: {e}") from e
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
-        raise CaseError(str(path), f"{int(np.count_nonzero(~np.isfinite(data)))} NaN or infinite voxels")
+        raise CaseError(name, f"{int(np.count_nonzero(~np.isfinite(data)))} NaN or infinite voxels")
     return data, geometry

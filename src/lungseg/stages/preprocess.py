@@ -2,7 +2,8 @@
 
 Writes to ``data.processed_dir``: ``<split>/images.npy`` (float32, ``(N, *shape)``),
 ``<split>/masks.npy`` (uint8 0/1), ``<split>/cases.json`` (row order), ``grids/<case>.json``
-(crop box, orientation and shape to map predictions back), the paper's Fig. 1 to
+(crop box, orientation and shape to map predictions back), ``reports/preprocess.json``
+(the share of each case's lung inside its crop box, worst case named), the paper's Fig. 1 to
 ``data.figures_dir/preprocess_example.png`` and its Fig. 2 (one training case before and
 after the configured augmentation) to ``data.figures_dir/augmentation_example.png``.
 """
@@ -21,6 +22,7 @@ from lungseg.config import Params
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
+REPORT = Path("reports/preprocess.json")
 
 
 def run(params: Params, interim_dir: Path | None = None, out_dir: Path | None = None) -> None:
@@ -29,7 +31,7 @@ def run(params: Params, interim_dir: Path | None = None, out_dir: Path | None = 
     from lungseg.errors import LungsegError
     from lungseg.augmentation import augment
     from lungseg.figures import plot_augmentation, plot_volume_planes
-    from lungseg.preprocessing import preprocess_image, preprocess_mask
+    from lungseg.preprocessing import crop_coverage, preprocess_image, preprocess_mask
 
     interim = Path(interim_dir or params.data.interim_dir)
     out = Path(out_dir or params.data.processed_dir)
@@ -39,6 +41,8 @@ def run(params: Params, interim_dir: Path | None = None, out_dir: Path | None = 
         raise LungsegError(f"{interim / 'split.json'}: cannot read the split ({e}); run `lungseg prepare` first") from e
     (out / "grids").mkdir(parents=True, exist_ok=True)
     example = None
+    coverage: dict[str, float] = {}
+    lung_fraction: list[float] = []
     for name in SPLITS:
         cases = sorted(split.get(name, []))
         images = np.zeros((len(cases), *params.preprocess.shape), np.float32)
@@ -48,6 +52,10 @@ def run(params: Params, interim_dir: Path | None = None, out_dir: Path | None = 
             labels, _ = read_nifti(interim / f"{case}_lungs.nii.gz")
             images[n], grid = preprocess_image(ct, geometry, params.preprocess)
             masks[n] = preprocess_mask(labels, grid)
+            coverage[case] = crop_coverage(labels, grid)
+            lung_fraction.append(float(masks[n].mean()))
+            if coverage[case] < 0.999:
+                log.warning("%s: only %.2f%% of the lung lies inside the crop box", case, 100 * coverage[case])
             (out / "grids" / f"{case}.json").write_text(json.dumps(grid.to_json()) + "\n")
             if example is None:
                 example = (case, images[n], masks[n])
@@ -56,6 +64,15 @@ def run(params: Params, interim_dir: Path | None = None, out_dir: Path | None = 
         np.save(out / name / "masks.npy", masks)
         (out / name / "cases.json").write_text(json.dumps(cases, indent=1) + "\n")
         log.info("%s: %d cases -> %s", name, len(cases), out / name)
+    worst = min(coverage, key=coverage.get) if coverage else None
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(json.dumps({
+        "cases": len(coverage),
+        "crop": params.preprocess.crop,
+        "lung_in_crop_min": round(coverage[worst], 6) if worst else None,
+        "lung_in_crop_worst_case": worst,
+        "lung_fraction_of_grid_mean": round(float(np.mean(lung_fraction)), 4) if lung_fraction else None,
+    }, indent=1) + "\n")
     if example is not None:
         case, image, mask = example
         plot_volume_planes(

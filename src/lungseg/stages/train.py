@@ -1,11 +1,14 @@
 """Stage ``train``: fit the augmented 3D U-Net, tracked as one MLflow run.
 
 Writes ``train.model_path`` (best validation loss), ``reports/train_metrics.json``,
-``reports/train_history.csv`` and the loss/Dice curves to ``data.figures_dir``.
+``reports/train_history.csv`` and the loss/Dice curves to ``data.figures_dir``. The augment
+values of ``reports/tune/best_params.json`` (stage ``tune``), if present, replace those of
+``params.yaml``; MLflow param ``augment.source`` says which were used.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -18,6 +21,7 @@ from lungseg.config import Params, flatten_params
 from lungseg.dataset import load_split
 from lungseg.figures import plot_training_curves
 from lungseg.training import fit, load_resume_state, run_fingerprint, write_history_csv
+from lungseg.tuning import BEST_PARAMS_JSON, overlay_best_params
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,10 @@ HISTORY_CSV = Path("reports/train_history.csv")
 def run(params: Params, processed_dir: Path | None = None) -> dict:
     """Train with ``params`` and log everything to MLflow; returns the train metrics."""
     processed = Path(processed_dir or params.data.processed_dir)
-    aug = params.augment
+    aug, tuned = overlay_best_params(params.augment, BEST_PARAMS_JSON)
+    if tuned:
+        log.info("augment values from %s: %s", BEST_PARAMS_JSON, tuned)
+    params = dataclasses.replace(params, augment=aug)
     train = load_split(processed, "train", params.train.train_subset)
     val = load_split(processed, "val")
     state_dir = Path(params.train.state_dir)
@@ -44,7 +51,8 @@ def run(params: Params, processed_dir: Path | None = None) -> dict:
     with tracking.run("train", run_id=(state or {}).get("mlflow_run_id"), tags=tags) as run_id:
         if not state:
             tracking.log_params({**flatten_params(params), "data.train_cases": len(train.cases),
-                                 "data.val_cases": len(val.cases)})
+                                 "data.val_cases": len(val.cases), "augment.source": "tune" if tuned else "params",
+                                 "augment.tuned": ",".join(sorted(tuned)) or "none"})
         result = fit(
             train, val, aug, params.model, params.train, params.preprocess, Path(params.train.model_path),
             state_dir=state_dir, on_epoch=lambda epoch, row: tracking.log_metrics(row, step=epoch),

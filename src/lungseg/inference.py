@@ -1,0 +1,521 @@
+"""The one Segmenter shared by ``evaluate``, ``lungseg predict`` and the served MLflow model.
+
+Any CT (a NIfTI file or a DICOM series folder, any orientation, size and spacing) goes
+through exactly the training preprocessing (:func:`lungseg.preprocessing.preprocess_image`
+with the preprocessing config saved next to the model), the network (batch of one), then
+back onto the scan's own voxel grid: the network-grid probabilities are interpolated
+linearly inside the crop box (zero outside), thresholded (``postprocess.threshold``, 0.5),
+cleaned up (largest components, holes filled per axial slice) and split into the patient's
+right (label 1) and left (label 2) lung, with volumes in mL.
+
+Arrays are indexed ``[i, j, k]`` on the scan's own grid (a :class:`Geometry`, LPS world)
+unless a docstring says "canonical" (the RAS axis order of
+:func:`lungseg.preprocessing.to_canonical`) or "network grid" (``preprocess.shape``).
+
+A model bundle is a folder (or a ``.keras`` file with the JSON beside it) holding
+``model.keras`` and ``lungseg_config.json`` (``{"preprocess": {...}, "postprocess": {...}}``).
+This module does not import MLflow (see :mod:`lungseg.serving` for model URIs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from lungseg.config import (
+    DEFAULT_PARAMS,
+    PostprocessConfig,
+    PreprocessConfig,
+    check_postprocess,
+    load_params,
+    section_from_dict,
+)
+from lungseg.data.geometry import Geometry
+from lungseg.errors import CaseError, ConfigError, LungsegError
+from lungseg.preprocessing import GridMap, from_canonical, preprocess_image
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.keras"
+CONFIG_FILE = "lungseg_config.json"
+RIGHT, LEFT = 1, 2
+MERGED_RATIO = 0.2  # a second component below this fraction of the largest means the lungs are merged
+_INPLANE = np.zeros((3, 3, 3), dtype=bool)
+_INPLANE[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+
+
+# --------------------------------------------------------------------------- reading a CT
+
+
+def check_volume(hu: np.ndarray, name: str) -> None:
+    """Raise CaseError (naming ``name``) unless ``hu`` is 3D with at least 2 voxels along each axis."""
+    if hu.ndim != 3 or min(hu.shape) < 2:
+        raise CaseError(name, f"expected a 3D CT volume, got shape {tuple(hu.shape)}")
+
+
+def load_ct(path: str | Path, max_gap_tolerance: float = 0.05) -> tuple[np.ndarray, Geometry]:
+    """Read a CT from a NIfTI file (``.nii``/``.nii.gz``, HU) or a DICOM folder.
+
+    A DICOM folder (any tree, one patient) goes through the series selection of
+    ``prepare``: axial CT Image Storage series only (localizers, other modalities and
+    duplicate instances dropped), ORIGINAL/PRIMARY first, then the most slices; slices
+    sorted by position along the slice normal; rescale slope/intercept applied.
+
+    Returns:
+        ``(hu, geometry)``: float32 Hounsfield units ``[i, j, k]`` and their grid.
+
+    Raises:
+        CaseError: (naming the file or folder) unreadable, not 3D, no CT series, several
+            patients, inconsistent slice spacing, NaN voxels, ...
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _load_dicom_folder(path, max_gap_tolerance)
+    if not path.exists():
+        raise CaseError(str(path), "no such file or folder")
+    from lungseg.data.nifti import read_nifti
+
+    data, geometry = read_nifti(path)
+    check_volume(data, str(path))
+    return np.asarray(data, dtype=np.float32), geometry
+
+
+def _load_dicom_folder(folder: Path, max_gap_tolerance: float) -> tuple[np.ndarray, Geometry]:
+    from lungseg.data.dicom import _best_series, find_ct_series, load_ct_series, scan_dicom_tree
+
+    name = str(folder)
+    patients = scan_dicom_tree(folder)
+    patients = {pid: p for pid, p in patients.items() if p.ct or p.errors}
+    if not patients:
+        raise CaseError(name, "no DICOM CT files found")
+    if len(patients) > 1:
+        raise CaseError(name, f"holds CT files of {len(patients)} patients; give one patient's folder")
+    patient = next(iter(patients.values()))
+    usable, ignored = find_ct_series(patient)
+    if not usable:
+        notes = [f"series {uid}: {why}" for uid, why in ignored.items()] + list(patient.errors)
+        raise CaseError(name, "no axial CT series found" + (f" ({'; '.join(notes)})" if notes else ""))
+    uid = _best_series(usable)
+    if len(usable) > 1:
+        log.info("%s: %d axial CT series, using %s (%d slices)", name, len(usable), uid, len(usable[uid]))
+    hu, geometry = load_ct_series(usable[uid], name, max_gap_tolerance)
+    check_volume(hu, name)
+    return hu, geometry
+
+
+def case_name(path: str | Path) -> str:
+    """Output name of an input: a NIfTI file's stem without ``.nii``/``.nii.gz``, a folder's
+    name; sanitised to ``[A-Za-z0-9._-]``."""
+    path = Path(path)
+    name = path.name if path.is_dir() else re.sub(r"\.nii(\.gz)?$", "", path.name, flags=re.IGNORECASE)
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")[:100]
+    return safe or "case"
+
+
+# --------------------------------------------------------------------------- model bundles
+
+
+def config_json(preprocess: PreprocessConfig, postprocess: PostprocessConfig) -> dict[str, Any]:
+    """The ``lungseg_config.json`` content for a model bundle."""
+
+    def plain(cfg: Any) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
+
+    return {"preprocess": plain(preprocess), "postprocess": plain(postprocess)}
+
+
+def read_config_json(path: Path) -> tuple[PreprocessConfig, PostprocessConfig]:
+    """Read a bundle's ``lungseg_config.json`` strictly (unknown keys are errors naming the file)."""
+    try:
+        raw = json.loads(Path(path).read_text())
+        pre = section_from_dict(PreprocessConfig, raw.get("preprocess", {}), "preprocess")
+        post = section_from_dict(PostprocessConfig, raw.get("postprocess", {}), "postprocess")
+        check_postprocess(post)
+    except (OSError, ValueError, AttributeError, ConfigError) as e:
+        raise LungsegError(f"{path}: not a valid lungseg model config ({e})") from e
+    return pre, post
+
+
+def write_bundle(out_dir: Path, model_path: Path, preprocess: PreprocessConfig, postprocess: PostprocessConfig) -> Path:
+    """Write a model bundle folder: a copy of ``model_path`` as ``model.keras`` and the config JSON."""
+    import shutil
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_path, out_dir / MODEL_FILE)
+    (out_dir / CONFIG_FILE).write_text(json.dumps(config_json(preprocess, postprocess), indent=2) + "\n")
+    return out_dir
+
+
+def find_bundle(path: str | Path) -> tuple[Path, Path | None]:
+    """Locate ``(model.keras, lungseg_config.json or None)`` for a ``.keras`` file, a bundle
+    folder or a saved MLflow pyfunc folder (see :func:`lungseg.serving.save_segmenter_model`)."""
+    path = Path(path)
+    if path.is_file():
+        cfg = path.parent / CONFIG_FILE
+        return path, cfg if cfg.is_file() else None
+    if path.is_dir():
+        candidates = [path, *sorted(p.parent for p in path.glob(f"artifacts/*/{MODEL_FILE}"))]
+        for d in candidates:
+            if (d / MODEL_FILE).is_file():
+                return d / MODEL_FILE, d / CONFIG_FILE if (d / CONFIG_FILE).is_file() else None
+        raise LungsegError(f"{path}: no {MODEL_FILE} in this folder (nor in artifacts/*/)")
+    raise LungsegError(f"{path}: model not found")
+
+
+# --------------------------------------------------------------------------- segmenting
+
+
+@dataclass
+class Segmentation:
+    """The result of :meth:`Segmenter.segment` for one CT.
+
+    Attributes:
+        labels: uint8 ``[i, j, k]`` on the CT's own grid: 0 background, 1 right lung, 2 left lung.
+        probability: float32 lung probability ``[i, j, k]`` on the CT's own grid (before
+            post-processing; 0 outside the crop box).
+        network_probability: float32 network output on the network grid (canonical RAS).
+        network_image: float32 preprocessed network input (canonical RAS).
+        grid: How the network grid maps onto the CT grid.
+        volumes_ml: ``right``, ``left`` and ``total`` lung volume in mL (voxel counts x voxel volume).
+        timings_s: Seconds spent in ``preprocess``, ``infer``, ``map_back``, ``postprocess``.
+    """
+
+    labels: np.ndarray
+    probability: np.ndarray
+    network_probability: np.ndarray
+    network_image: np.ndarray
+    grid: GridMap
+    volumes_ml: dict[str, float]
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def _linear_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower source index and weight of the upper neighbour for box-edge linear upsampling
+    (output voxel ``c`` sits at source position ``(c + 0.5) * n_in / n_out - 0.5``, clamped)."""
+    pos = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
+    lo = np.minimum(np.floor(pos).astype(np.intp), max(n_in - 2, 0))
+    return lo, (pos - lo).astype(np.float32)
+
+
+def resample_back_box(prob: np.ndarray, grid: GridMap) -> np.ndarray:
+    """Network-grid probabilities -> float32 values on the crop box of the canonical grid.
+
+    The same linear interpolation as :func:`lungseg.preprocessing.resample_back` (box-edge
+    rule, edge values held), done one axis at a time (trilinear interpolation is
+    separable), which is several times faster on 512x512 scans. Output shape
+    ``crop_hi - crop_lo``.
+    """
+    out = np.asarray(prob, dtype=np.float32)
+    size = [h - lo for lo, h in zip(grid.crop_lo, grid.crop_hi)]
+    for axis in (2, 1, 0):  # largest (final) step along axis 0: contiguous slabs
+        n_in = out.shape[axis]
+        if n_in == 1:
+            out = np.repeat(out, size[axis], axis=axis)
+            continue
+        lo, w = _linear_weights(size[axis], n_in)
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        w = w.reshape(shape)
+        a = np.take(out, lo, axis=axis)
+        b = np.take(out, lo + 1, axis=axis)
+        b -= a
+        b *= w
+        a += b
+        out = a
+    return out
+
+
+def _fill_holes_2d(mask: np.ndarray) -> np.ndarray:
+    """Fill holes of a boolean ``[i, j, k]`` mask in every slice ``k`` separately."""
+    from lungseg.baseline import _fill_holes_2d as fill
+
+    return fill(mask)
+
+
+def _bbox(mask: np.ndarray, pad: int = 1) -> tuple[slice, ...]:
+    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    return tuple(slice(max(0, int(i[0]) - pad), min(mask.shape[ax], int(i[-1]) + 1 + pad)) for ax, i in enumerate(idx))
+
+
+def postprocess_box(
+    mask: np.ndarray, right_axis_positive: bool, voxel_ml: float, cfg: PostprocessConfig
+) -> np.ndarray:
+    """Thresholded lung mask (canonical RAS axis order, axis 0 = left-right) -> uint8 labels.
+
+    Keeps the ``keep_components`` largest 6-connected components of at least
+    ``min_component_ml`` (0 = all of them). Two lungs: the two largest components,
+    unless the second is under :data:`MERGED_RATIO` of the largest, in which case the
+    largest holds both lungs and is cut along axis 0 at its narrowest column near its
+    centre (:func:`lungseg.baseline._split_merged`). The lung whose centroid lies further
+    toward the patient's right is label 1 (``right_axis_positive``: larger axis-0 index is
+    the patient's right, true in canonical RAS); extra kept components go to the side of
+    the nearer lung centroid. With ``fill_holes`` each lung's holes are filled per axial
+    slice (axis 2).
+    """
+    from lungseg.baseline import _split_merged
+
+    out = np.zeros(mask.shape, dtype=np.uint8)
+    if not mask.any():
+        return out
+    lab, n = ndimage.label(mask)
+    sizes = np.bincount(lab.ravel())[1:]
+    order = [int(i) + 1 for i in np.argsort(-sizes, kind="stable") if sizes[i] * voxel_ml >= cfg.min_component_ml]
+    if cfg.keep_components > 0:
+        order = order[: cfg.keep_components]
+    if not order:
+        return out
+    objects = ndimage.find_objects(lab)
+
+    def part(c: int) -> tuple[tuple[slice, ...], np.ndarray]:
+        sl = objects[c - 1]
+        return sl, lab[sl] == c
+
+    lungs = [part(c) for c in order[:2]]
+    extras = [part(c) for c in order[2:]]
+    merged = len(order) == 1 or sizes[order[1] - 1] < MERGED_RATIO * sizes[order[0] - 1]
+    if merged and cfg.keep_components != 1:
+        sl, m = lungs[0]
+        if len(order) > 1 and cfg.keep_components == 0:
+            extras = [lungs[1], *extras]
+        a, b = _split_merged(m, 0)
+        lungs = [(sl, a), (sl, b)] if a.any() and b.any() else [lungs[0]]
+    elif cfg.keep_components == 1:
+        lungs = lungs[:1]
+
+    def centre0(p: tuple[tuple[slice, ...], np.ndarray]) -> float:
+        sl, m = p
+        return float(sl[0].start + np.flatnonzero(m.any(axis=(1, 2))).mean()) if m.any() else 0.0
+
+    centres = [centre0(p) for p in lungs]
+    if len(lungs) == 2:
+        first_is_right = (centres[0] > centres[1]) == right_axis_positive
+        sides = [RIGHT, LEFT] if first_is_right else [LEFT, RIGHT]
+    else:  # one lung kept: its side is where it lies relative to the mask's box centre
+        mid = 0.5 * (mask.shape[0] - 1)
+        sides = [RIGHT if (centres[0] > mid) == right_axis_positive else LEFT]
+    for p in extras:
+        c = centre0(p)
+        nearest = int(np.argmin([abs(c - x) for x in centres]))
+        lungs.append(p)
+        sides.append(sides[nearest])
+    for (sl, m), side in zip(lungs, sides):
+        if cfg.fill_holes and m.any():
+            inner = _bbox(m)
+            sub = m[inner]
+            filled = np.zeros_like(m)
+            filled[inner] = _fill_holes_2d(sub)
+            m = filled
+        view = out[sl]
+        view[m & (view == 0)] = side
+    return out
+
+
+class Segmenter:
+    """A loaded model plus its preprocessing and post-processing config.
+
+    Args:
+        model: A Keras model mapping ``(1, D, H, W, 1)`` standardised CT to lung probability.
+        preprocess: The preprocessing config the model was trained with.
+        postprocess: Thresholding and clean-up on the CT's own grid.
+    """
+
+    def __init__(self, model: Any, preprocess: PreprocessConfig, postprocess: PostprocessConfig | None = None) -> None:
+        self.model = model
+        self.preprocess = preprocess
+        self.postprocess = postprocess or PostprocessConfig()
+        check_postprocess(self.postprocess)
+        expected = tuple(int(s) for s in preprocess.shape)
+        in_shape = tuple(getattr(model, "input_shape", (None, *expected, 1))[1:4])
+        if all(s is not None for s in in_shape) and in_shape != expected:
+            raise LungsegError(f"model input shape {in_shape} does not match preprocess.shape {expected}")
+
+    @classmethod
+    def load(
+        cls, path: str | Path, params_path: str | Path | None = DEFAULT_PARAMS,
+        postprocess: PostprocessConfig | None = None,
+    ) -> Segmenter:
+        """Load a ``.keras`` file, a bundle folder or a saved pyfunc folder.
+
+        The configs come from the bundle's ``lungseg_config.json``; without one, from
+        ``params_path`` (the project's ``params.yaml``) if it exists, else the defaults.
+        ``postprocess`` overrides the post-processing config.
+        """
+        import keras
+
+        from lungseg.training import configure_threads
+
+        model_file, cfg_file = find_bundle(path)
+        if cfg_file is not None:
+            pre, post = read_config_json(cfg_file)
+        elif params_path is not None and Path(params_path).is_file():
+            params = load_params(params_path)
+            pre, post = params.preprocess, params.postprocess
+            log.info("%s: no %s beside the model, using %s", model_file, CONFIG_FILE, params_path)
+        else:
+            pre, post = PreprocessConfig(), PostprocessConfig()
+            log.warning("%s: no %s beside the model, using default configs", model_file, CONFIG_FILE)
+        configure_threads()
+        try:
+            model = keras.models.load_model(model_file, compile=False)
+        except Exception as e:  # noqa: BLE001 - keras raises many types for bad files
+            raise LungsegError(f"{model_file}: cannot load the Keras model ({type(e).__name__}: {e})") from e
+        segmenter = cls(model, pre, postprocess or post)
+        segmenter.predict_network(np.zeros(pre.shape, dtype=np.float32))  # warm-up: first call traces
+        return segmenter
+
+    def predict_network(self, image: np.ndarray) -> np.ndarray:
+        """Network-grid image ``(D, H, W)`` -> float32 probabilities ``(D, H, W)`` (batch of one)."""
+        x = np.asarray(image, dtype=np.float32)[None, ..., None]
+        y = self.model(x, training=False)
+        y = y.numpy() if hasattr(y, "numpy") else np.asarray(y)
+        return np.asarray(y, dtype=np.float32)[0, ..., 0]
+
+    def segment(self, hu: np.ndarray, geometry: Geometry) -> Segmentation:
+        """Segment one CT.
+
+        Args:
+            hu: Hounsfield units ``[i, j, k]`` on ``geometry`` (any orientation, size, spacing).
+            geometry: The CT's grid.
+
+        Returns:
+            A :class:`Segmentation` on the CT's own grid.
+        """
+        hu = np.asarray(hu)
+        if hu.shape != tuple(geometry.shape):
+            raise ValueError(f"hu shape {hu.shape} does not match geometry shape {tuple(geometry.shape)}")
+        timings: dict[str, float] = {}
+        t = time.perf_counter()
+        image, grid = preprocess_image(hu, geometry, self.preprocess)
+        timings["preprocess"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        net_prob = self.predict_network(image)
+        timings["infer"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        box = tuple(slice(lo, hi) for lo, hi in zip(grid.crop_lo, grid.crop_hi))
+        prob_box = resample_back_box(net_prob, grid)
+        ornt = np.asarray(grid.ornt)
+        canonical = np.zeros(grid.canonical_shape, dtype=np.float32)
+        canonical[box] = prob_box
+        probability = from_canonical(canonical, ornt, grid.original_shape)
+        del canonical
+        timings["map_back"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        cfg = self.postprocess
+        canonical_labels = np.zeros(grid.canonical_shape, dtype=np.uint8)
+        canonical_labels[box] = postprocess_box(prob_box > cfg.threshold, True, geometry.voxel_volume_ml, cfg)
+        labels = from_canonical(canonical_labels, ornt, grid.original_shape)
+        counts = np.bincount(canonical_labels[box].ravel(), minlength=3)
+        timings["postprocess"] = time.perf_counter() - t
+
+        v = geometry.voxel_volume_ml
+        volumes = {"right": float(counts[RIGHT]) * v, "left": float(counts[LEFT]) * v}
+        volumes["total"] = volumes["right"] + volumes["left"]
+        return Segmentation(labels, probability, net_prob, image, grid, volumes, timings)
+
+    def segment_path(self, path: str | Path) -> tuple[Segmentation, np.ndarray, Geometry]:
+        """Read a CT (see :func:`load_ct`) and segment it; returns ``(segmentation, hu, geometry)``."""
+        t = time.perf_counter()
+        hu, geometry = load_ct(path)
+        load_s = time.perf_counter() - t
+        seg = self.segment(hu, geometry)
+        seg.timings_s = {"load": load_s, **seg.timings_s}
+        return seg, hu, geometry
+
+
+# --------------------------------------------------------------------------- batches of files
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """Outcome of one input of :func:`predict_paths` (``error`` is None on success)."""
+
+    input: str
+    name: str
+    mask: Path | None = None
+    report: Path | None = None
+    overlay: Path | None = None
+    volumes_ml: dict[str, float] | None = None
+    error: str | None = None
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    names, taken = [], set()
+    for p in paths:
+        base, name, n = case_name(p), case_name(p), 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{base}_{n}"
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def predict_paths(
+    inputs: Iterable[str | Path], out_dir: str | Path, segmenter: Segmenter, overlay: bool = False,
+    progress: bool = True,
+) -> list[CaseResult]:
+    """Segment NIfTI files and/or DICOM folders; an error in one case does not stop the batch.
+
+    Per case writes ``<name>_lungs.nii.gz`` (uint8, the input's shape and affine; 1 right,
+    2 left), ``<name>.json`` (volumes in mL, timings in s, input, shapes) and, with
+    ``overlay``, ``<name>_overlay.png`` (three planes, CT with the lung contours).
+    A failing case is logged as one line and returned with ``error`` set.
+    """
+    from tqdm import tqdm
+
+    from lungseg.data.nifti import write_nifti
+
+    paths = [Path(p) for p in inputs]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path, name in tqdm(list(zip(paths, _unique_names(paths))), desc="predict", unit="case", disable=not progress):
+        try:
+            t0 = time.perf_counter()
+            seg, hu, geometry = segmenter.segment_path(path)
+            t = time.perf_counter()
+            mask_path = out / f"{name}_lungs.nii.gz"
+            write_nifti(seg.labels, geometry, mask_path, np.uint8)
+            seg.timings_s["write"] = time.perf_counter() - t
+            png = None
+            if overlay:
+                from lungseg.figures import CaseView, plot_cases_three_planes
+
+                t = time.perf_counter()
+                png = plot_cases_three_planes(
+                    [CaseView(name, hu, seg.labels, geometry)], out / f"{name}_overlay.png",
+                    f"{name}: right lung red, left cyan",
+                )
+                seg.timings_s["overlay"] = time.perf_counter() - t
+            seg.timings_s["total"] = time.perf_counter() - t0
+            report = out / f"{name}.json"
+            report.write_text(json.dumps({
+                "input": str(path),
+                "mask": mask_path.name,
+                "shape": list(geometry.shape),
+                "spacing_mm": [round(s, 4) for s in geometry.spacing_mm],
+                "volumes_ml": {k: round(v, 2) for k, v in seg.volumes_ml.items()},
+                "timings_s": {k: round(v, 3) for k, v in seg.timings_s.items()},
+            }, indent=2) + "\n")  # fmt: skip
+            results.append(CaseResult(str(path), name, mask_path, report, png, seg.volumes_ml))
+            log.info("%s: right %.0f mL, left %.0f mL (%.1f s)", name, seg.volumes_ml["right"],
+                     seg.volumes_ml["left"], seg.timings_s["total"])
+        except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
+            message = str(e) if isinstance(e, CaseError) else f"{path}: {type(e).__name__}: {e}"
+            log.error("%s", message)
+            results.append(CaseResult(str(path), name, error=message))
+    return results

@@ -1,0 +1,184 @@
+"""Stage ``evaluate``: score the best checkpoint on the test split, register it, move the alias.
+
+Writes ``reports/metrics.json`` (means and standard deviations, U-Net and baseline),
+``reports/per_case.csv`` and ``<figures_dir>/test/<case>.png`` (the paper's Fig. 6), then
+calls :func:`register`.
+
+Registration is keyed by a hash of the model file and its preprocessing/post-processing
+config (tag ``lungseg_key``): running it again for the same model registers nothing new.
+``lungseg register`` (run by ``make run`` after ``dvc repro``) does the registration alone
+from ``reports/metrics.json``, so a registry that DVC's run-cache skipped over (a fresh
+clone, a new ``mlflow.db``) still ends with its champion.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+from tqdm import tqdm
+
+from lungseg import tracking
+from lungseg.config import Params, flatten_params
+from lungseg.errors import LungsegError
+
+log = logging.getLogger(__name__)
+
+METRICS_JSON = Path("reports/metrics.json")
+PER_CASE_CSV = Path("reports/per_case.csv")
+
+
+def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | None = None) -> dict:
+    """Evaluate ``train.model_path`` on the test split, write the reports and register the model."""
+    from lungseg.data.nifti import read_nifti
+    from lungseg.dataset import load_split
+    from lungseg.evaluation import CaseInputs, evaluate_case, summarize, write_per_case_csv
+    from lungseg.figures import plot_prediction
+    from lungseg.inference import Segmenter
+
+    processed = Path(processed_dir or params.data.processed_dir)
+    interim = Path(interim_dir or params.data.interim_dir)
+    test = load_split(processed, "test")
+    if not test.cases:
+        raise LungsegError(f"{processed / 'test'}: the test split is empty; nothing to evaluate")
+    segmenter = Segmenter(_load_model(params.train.model_path), params.preprocess, params.postprocess)
+    unet_rows, base_rows = [], []
+    figures = Path(params.data.figures_dir) / "test"
+    for n, case in enumerate(tqdm(test.cases, desc="evaluate", unit="case")):
+        try:
+            hu, geometry = read_nifti(interim / f"{case}_ct.nii.gz")
+            truth, _ = read_nifti(interim / f"{case}_lungs.nii.gz")
+        except (OSError, ValueError) as e:
+            raise LungsegError(f"{case}: cannot read its prepared CT/labels in {interim} ({e})") from e
+        inputs = CaseInputs(case, hu, truth, geometry, test.images[n], test.masks[n])
+        unet, base, seg = evaluate_case(segmenter, inputs, with_baseline=params.evaluate.baseline)
+        unet_rows.append(unet)
+        if base is not None:
+            base_rows.append(base)
+        if params.evaluate.figures:
+            plot_prediction(seg.network_image, test.masks[n], seg.network_probability, figures / f"{case}.png",
+                            title=f"{case}: Dice {unet['net_dice']:.4f} (network grid), {unet['dice']:.4f} (CT grid)")
+    metrics = {"test_cases": len(unet_rows), "unet": summarize(unet_rows)}
+    if base_rows:
+        metrics["baseline"] = summarize(base_rows)
+    METRICS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    METRICS_JSON.write_text(json.dumps(metrics, indent=1) + "\n")
+    write_per_case_csv(PER_CASE_CSV, unet_rows, base_rows)
+    u = metrics["unet"]
+    log.info("test (%d cases): Dice %.4f network grid, %.4f CT grid; HD95 %.2f mm%s", len(unet_rows),
+             u["net_dice"]["mean"], u["dice"]["mean"], u["hd95_mm"]["mean"],
+             f"; baseline Dice {metrics['baseline']['dice']['mean']:.4f}" if base_rows else "")
+    register(params)
+    return metrics
+
+
+def _load_model(path: str):  # noqa: ANN202
+    import keras
+
+    from lungseg.training import configure_threads
+
+    configure_threads()
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (OSError, ValueError) as e:
+        raise LungsegError(f"{path}: cannot load the trained model ({e}); run `lungseg train` first") from e
+
+
+def model_key(params: Params) -> str:
+    """Hash of the model file and the configs that define its predictions (registration key)."""
+    from lungseg.inference import config_json
+
+    h = hashlib.sha256(Path(params.train.model_path).read_bytes())
+    h.update(json.dumps(config_json(params.preprocess, params.postprocess), sort_keys=True).encode())
+    return h.hexdigest()[:32]
+
+
+def _model_card(params: Params, metrics: dict, tags: dict[str, str]) -> str:
+    u, b = metrics["unet"], metrics.get("baseline", {})
+    lines = [
+        "lungseg 3D U-Net: CT in (any orientation, size, spacing), lung mask out in the scan's own geometry "
+        "(1 right, 2 left) with volumes in mL.",
+        f"Test split ({metrics['test_cases']} cases): Dice {u['net_dice']['mean']:.4f} at the network grid "
+        f"{'x'.join(map(str, params.preprocess.shape))}, {u['dice']['mean']:.4f} on the CT grid "
+        f"(right {u['dice_right']['mean']:.4f}, left {u['dice_left']['mean']:.4f}), IoU {u['iou']['mean']:.4f}, "
+        f"HD95 {u['hd95_mm']['mean']:.2f} mm, MSD {u['msd_mm']['mean']:.2f} mm.",
+    ]
+    if b:
+        lines.append(f"Classical threshold baseline on the same cases: Dice {b['dice']['mean']:.4f}, "
+                     f"HD95 {b['hd95_mm']['mean']:.2f} mm.")
+    lines += [
+        f"Data: {params.data.raw_dir} (processed data md5 {tags['dvc_processed_md5']}); git {tags['git_commit']}.",
+        "Input: base64 .nii/.nii.gz CT in HU. Trained on adult chest CT; not validated for clinical use.",
+    ]
+    return "\n\n".join(lines)
+
+
+def register(params: Params) -> dict:
+    """Register ``train.model_path`` (once per :func:`model_key`) with the test metrics of
+    ``reports/metrics.json``, and move ``evaluate.alias`` to it if its test Dice (CT grid) is
+    at least ``evaluate.min_dice`` and at least the current holder's. Returns what happened."""
+    from lungseg.serving import log_segmenter_model
+
+    try:
+        metrics = json.loads(METRICS_JSON.read_text())
+    except (OSError, ValueError) as e:
+        raise LungsegError(f"{METRICS_JSON}: cannot read the test metrics ({e}); run `lungseg evaluate` first") from e
+    if not Path(params.train.model_path).is_file():
+        raise LungsegError(f"{params.train.model_path}: no trained model; run `lungseg train` first")
+    name, alias = params.tracking.registered_model, params.evaluate.alias
+    key = model_key(params)
+    tracking.configure(params.tracking)
+    version = tracking.find_model_version(name, "lungseg_key", key)
+    u = metrics["unet"]
+    dice = float(u["dice"]["mean"])
+    if version is None:
+        tags = {
+            "lungseg_key": key,
+            "git_commit": tracking.git_commit(),
+            "dvc_processed_md5": tracking.dvc_out_hash(params.data.processed_dir),
+            "test_dice": f"{dice:.5f}",
+            "test_iou": f"{u['iou']['mean']:.5f}",
+            "test_net_dice": f"{u['net_dice']['mean']:.5f}",
+            "test_net_iou": f"{u['net_iou']['mean']:.5f}",
+            "test_hd95_mm": f"{u['hd95_mm']['mean']:.3f}",
+            "test_msd_mm": f"{u['msd_mm']['mean']:.3f}",
+            "test_cases": str(metrics["test_cases"]),
+        }
+        flat = flatten_params(params)
+        with tracking.run("evaluate", tags={**tags, "stage": "evaluate"}):
+            tracking.log_params(flat)
+            tracking.log_metrics({f"test_{k}": v["mean"] for k, v in u.items() if "mean" in v})
+            for path in (METRICS_JSON, PER_CASE_CSV):
+                if path.is_file():
+                    tracking.log_artifact(path, "reports")
+            uri = log_segmenter_model(params.train.model_path, params.preprocess, params.postprocess)
+        param_tags = {f"param.{k}": str(v)[:250] for k, v in flat.items()}
+        version = tracking.register_model(uri, name, {**tags, **param_tags}, _model_card(params, metrics, tags))
+        log.info("registered %s version %s (test Dice %.4f)", name, version, dice)
+    else:
+        log.info("%s version %s is this model already: not registered again", name, version)
+    current = tracking.alias_version(name, alias)
+    current_dice = float(current[1].get("test_dice", "-inf")) if current else float("-inf")
+    moved = False
+    if current and current[0] == version:
+        log.info("alias %s already on version %s", alias, version)
+    elif dice >= params.evaluate.min_dice and dice >= current_dice:
+        tracking.set_alias(name, alias, version)
+        moved = True
+        log.info("alias %s -> version %s (test Dice %.4f >= %.4f and >= current %s)", alias, version, dice,
+                 params.evaluate.min_dice, f"{current_dice:.4f}" if current else "none")
+    else:
+        log.warning("alias %s stays on %s: test Dice %.4f is below evaluate.min_dice %.4f or the current %.4f",
+                    alias, current[0] if current else "no version", dice, params.evaluate.min_dice, current_dice)
+    return {"version": version, "alias_moved": moved, "test_dice": dice, "key": key,
+            "champion": version if (moved or (current and current[0] == version)) else (current or [None])[0]}
+
+
+def main_register(params: Params) -> None:
+    """``lungseg register``: registration alone (idempotent)."""
+    result = register(params)
+    log.info("registered model %s: version %s, %s -> %s", params.tracking.registered_model, result["version"],
+             params.evaluate.alias, result["champion"])
+

@@ -1,0 +1,64 @@
+"""evaluate through dvc on tiny params: reports, figures, the registered champion, idempotent registration."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import run
+from .test_data_stages import reproduced  # noqa: F401  (shared module-scoped fixture)
+
+pytestmark = pytest.mark.pipeline
+
+
+def test_evaluate_reports_unet_and_baseline_per_case(reproduced: Path) -> None:  # noqa: F811
+    split = json.loads((reproduced / "data/interim/split.json").read_text())
+    metrics = json.loads((reproduced / "reports/metrics.json").read_text())
+    assert metrics["test_cases"] == len(split["test"]) >= 1
+    for method in ("unet", "baseline"):
+        for key in ("dice", "iou", "dice_right", "dice_left", "hd95_mm", "msd_mm", "net_dice"):
+            assert 0.0 <= metrics[method][key]["mean"] <= (1.0 if "dice" in key else 1e4), (method, key)
+    assert "net_bce" in metrics["unet"]
+    rows = list(csv.DictReader((reproduced / "reports/per_case.csv").open()))
+    assert sorted(r["case"] for r in rows if r["method"] == "unet") == sorted(split["test"])
+    unet = [r for r in rows if r["method"] == "unet"]
+    assert all(float(r["preprocess_max_abs_diff"]) < 1e-4 for r in unet)  # the Segmenter = the preprocess stage
+    for case in split["test"]:
+        assert (reproduced / "reports/figures/test" / f"{case}.png").stat().st_size > 10_000
+    shown = run(["dvc", "metrics", "show"], reproduced).stdout
+    assert "reports/metrics.json" in shown
+
+
+def test_champion_registered_once_and_again_in_a_fresh_registry(reproduced: Path) -> None:  # noqa: F811
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{reproduced / 'mlflow.db'}")
+    versions = client.search_model_versions("name='lung-segmentation'")
+    assert len(versions) == 1
+    champion = client.get_model_version_by_alias("lung-segmentation", "champion")
+    metrics = json.loads((reproduced / "reports/metrics.json").read_text())
+    assert float(champion.tags["test_dice"]) == pytest.approx(metrics["unet"]["dice"]["mean"], abs=1e-5)
+    for tag in ("git_commit", "dvc_processed_md5", "test_iou", "test_hd95_mm", "param.model.base_filters"):
+        assert champion.tags[tag] not in ("", "unknown"), tag
+    assert "Test split" in champion.description
+
+    run(["lungseg", "register"], reproduced)  # idempotent: still one version
+    assert len(client.search_model_versions("name='lung-segmentation'")) == 1
+
+    # A clone whose registry is empty (DVC's run-cache skipped evaluate): `lungseg register` restores it.
+    fresh = reproduced / "fresh_params.yaml"
+    params = yaml.safe_load((reproduced / "params.yaml").read_text())
+    params["tracking"]["tracking_uri"] = f"sqlite:///{reproduced / 'fresh.db'}"
+    fresh.write_text(yaml.safe_dump(params))
+    try:
+        run(["lungseg", "--params", str(fresh), "register"], reproduced)
+        other = mlflow.MlflowClient(tracking_uri=f"sqlite:///{reproduced / 'fresh.db'}")
+        assert other.get_model_version_by_alias("lung-segmentation", "champion").tags["lungseg_key"] == \
+            champion.tags["lungseg_key"]
+    finally:
+        fresh.unlink()
+        (reproduced / "fresh.db").unlink(missing_ok=True)
