@@ -107,18 +107,20 @@ class Objective:
                 with tempfile.TemporaryDirectory() as tmp:
                     fit(self.train, self.val, aug, self.params.model, trial_train_config(self.params),
                         self.params.preprocess, Path(tmp) / "trial.keras", on_epoch=on_epoch, verbose=0)
-                state = "COMPLETE"
+                state = "COMPLETE" if all(math.isfinite(r["val_dice"]) for r in rows) else "FAIL"
             except optuna.TrialPruned as e:
                 state, pruned = "PRUNED", e
             finally:
-                value = max((r["val_dice"] for r in rows), default=float("nan"))
+                finite = [r["val_dice"] for r in rows if math.isfinite(r["val_dice"])]
+                value = max(finite, default=float("nan"))
                 tracking.set_tags({"state": state})
                 tracking.log_metrics({"duration_s": time.perf_counter() - start, "epochs_run": len(rows),
                                       "best_val_dice": value})
         if pruned is not None:
             raise pruned
-        if not math.isfinite(value):
-            raise LungsegError(f"trial {trial.number}: validation Dice is not finite ({value})")
+        if state != "COMPLETE":  # a NaN validation Dice (diverged): Optuna records the trial as failed and goes on
+            log.warning("trial %d: validation Dice is not finite; the trial fails", trial.number)
+            return float("nan")
         return value
 
 
@@ -173,8 +175,9 @@ def _setup_lock(spec: str) -> Iterator[bool]:
 def study_name(params: Params, train: SplitArrays, val: SplitArrays) -> str:
     """``tune.study_name`` plus a hash of everything that defines the objective (not n_trials or the pruner)."""
     t, tr = params.tune, params.train
+    fixed_augment = {k: v for k, v in dataclasses.asdict(params.augment).items() if k not in t.search_space}
     fp = fingerprint(
-        sorted(t.search_space.items()), t.epochs, t.train_subset, t.seed, params.augment, params.model,
+        sorted(t.search_space.items()), t.epochs, t.train_subset, t.seed, sorted(fixed_augment.items()), params.model,
         (tr.batch_size, tr.learning_rate, tr.beta_1, tr.beta_2, tr.lr_factor, tr.lr_patience, tr.min_lr,
          tr.early_stopping_patience),
         params.preprocess.shape, fingerprint(data=val), data=train,

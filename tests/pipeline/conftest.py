@@ -21,6 +21,7 @@ TINY_PARAMS = {
     "preprocess": {"shape": [32, 32, 32]},
     "model": {"base_filters": 4, "depth": 2},
     "train": {"max_epochs": 2, "batch_size": 2},
+    "tune": {"n_trials": 2, "epochs": 1, "train_subset": 0, "sampler_startup_trials": 1},
     "evaluate": {"min_dice": 0.0},  # two epochs of a 4-filter net: any test Dice may take the alias
 }
 

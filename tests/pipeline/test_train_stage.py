@@ -42,7 +42,10 @@ def test_train_logged_run_model_and_reports(reproduced: Path) -> None:  # noqa: 
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name("lung-segmentation")
     (run,) = client.search_runs([exp.experiment_id], filter_string="tags.stage = 'train'")
-    assert run.data.params["augment.rotate_max_deg"] == "10.0"
+    tuned = json.loads((reproduced / "reports/tune/best_params.json").read_text())["augment"]
+    assert run.data.params["augment.source"] == "tune"  # the tune stage's best values, laid over params.yaml
+    assert float(run.data.params["augment.rotate_max_deg"]) == tuned["rotate_max_deg"]
+    assert run.data.params["augment.elastic_sigma"] == "6.0"  # not searched: the params.yaml value
     assert run.data.params["train.learning_rate"] == "0.001"
     assert run.data.tags["git_commit"] != "unknown"
     for key in ("loss", "val_loss", "dice", "val_dice", "iou", "val_iou", "learning_rate"):
