@@ -173,15 +173,14 @@ class PostprocessConfig:
 
     ``keep_components`` largest 26-connected components are kept (2: the two lungs; 0 keeps
     all), each at least ``min_component_ml``; ``fill_holes`` fills enclosed holes per axial
-    slice (vessels, nodules). Components are found on a grid of about ``work_mm`` voxels
-    inside the lung bounding box, then applied at full resolution (speed on 512x512 scans).
+    slice (vessels, nodules). ``threshold`` applies to the probabilities interpolated onto
+    the CT's grid. Work is confined to the crop box (speed on 512x512 scans).
     """
 
     keep_components: int = 2
     min_component_ml: float = 10.0
     fill_holes: bool = True
     threshold: float = 0.5
-    work_mm: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -384,8 +383,6 @@ def check_postprocess(cfg: PostprocessConfig) -> None:
         raise ConfigError(f"params key 'postprocess.min_component_ml' must be >= 0, got {cfg.min_component_ml}")
     if not 0.0 < cfg.threshold < 1.0:
         raise ConfigError(f"params key 'postprocess.threshold' must be in (0, 1), got {cfg.threshold}")
-    if cfg.work_mm <= 0:
-        raise ConfigError(f"params key 'postprocess.work_mm' must be > 0, got {cfg.work_mm}")
 
 
 def section_from_dict(cls: type, raw: dict[str, Any], key: str) -> Any:

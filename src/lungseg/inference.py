@@ -157,6 +157,11 @@ def write_bundle(out_dir: Path, model_path: Path, preprocess: PreprocessConfig, 
     return out_dir
 
 
+def is_model_uri(model: str) -> bool:
+    """True for an MLflow model URI (``models:/...``, ``runs:/...``, ``scheme://...``), false for a path."""
+    return model.startswith(("models:/", "runs:/")) or "://" in model
+
+
 def find_bundle(path: str | Path) -> tuple[Path, Path | None]:
     """Locate ``(model.keras, lungseg_config.json or None)`` for a ``.keras`` file, a bundle
     folder or a saved MLflow pyfunc folder (see :func:`lungseg.serving.save_segmenter_model`)."""

@@ -35,7 +35,7 @@ from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 import lungseg
 from lungseg.config import PostprocessConfig, PreprocessConfig, TrackingConfig
 from lungseg.errors import LungsegError
-from lungseg.inference import Segmenter, write_bundle
+from lungseg.inference import Segmenter, is_model_uri, write_bundle
 
 log = logging.getLogger(__name__)
 
@@ -205,7 +205,7 @@ def load_segmenter(model: str | None, tracking: TrackingConfig, params_path: str
         tracking: Where the registry is.
         params_path: ``params.yaml`` to take configs from when a bare ``.keras`` has none beside it.
     """
-    if model is not None and "://" not in model and not model.startswith(("models:/", "runs:/")):
+    if model is not None and not is_model_uri(model):
         return Segmenter.load(model, params_path=params_path)
     uri = model or champion_uri(tracking)
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,10 +27,14 @@ def run(
         LungsegError: the model cannot be loaded, or at least one case failed (after all
             cases have been tried; each failure is logged as one line).
     """
-    from lungseg.inference import predict_paths
-    from lungseg.serving import load_segmenter
+    from lungseg.inference import Segmenter, is_model_uri, predict_paths
 
-    segmenter = load_segmenter(model, params.tracking, params_path)
+    if model is not None and not is_model_uri(model):
+        segmenter = Segmenter.load(model, params_path=params_path)  # a local file: no MLflow import (~1 s)
+    else:
+        from lungseg.serving import load_segmenter
+
+        segmenter = load_segmenter(model, params.tracking, params_path)
     results = predict_paths(inputs, out_dir, segmenter, overlay=overlay)
     failed = [r for r in results if r.error]
     log.info("%d of %d cases segmented into %s", len(results) - len(failed), len(results), out_dir)
