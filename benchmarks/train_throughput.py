@@ -3,9 +3,12 @@
 Prints ``name: value`` lines: model-only training volumes/s on preloaded tensors, volumes/s
 with the augmented tf.data pipeline, their ratio, the model's achieved GFLOP/s and a numpy
 float32 matmul GFLOP/s measured in the same run. Uses data/processed/train when present,
-otherwise random volumes of ``preprocess.shape``.
+otherwise random volumes of ``preprocess.shape``. The augmentation is what ``train`` uses:
+``augment`` from the params file with ``reports/tune/best_params.json`` laid over it when that
+exists (``--params-only`` to ignore it). Each timing starts a fresh iterator, so enough steps
+are needed for the pipeline's start to be amortised (about 10 s at 12 steps is not).
 
-    python benchmarks/train_throughput.py [--params params.yaml] [--steps 12]
+    python benchmarks/train_throughput.py [--params params.yaml] [--steps 40] [--params-only]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from lungseg.config import load_params  # noqa: E402
 from lungseg.dataset import SplitArrays, load_split, train_dataset  # noqa: E402
 from lungseg.model import build_unet3d  # noqa: E402
 from lungseg.training import compile_model, configure_threads  # noqa: E402
+from lungseg.tuning import overlay_best_params  # noqa: E402
 
 
 def forward_flops(model: tf.keras.Model) -> float:
@@ -59,9 +63,11 @@ def volumes_per_second(model: tf.keras.Model, ds: tf.data.Dataset, steps: int, b
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--params-only", action="store_true", help="augment values of the params file, without tune's")
     args = ap.parse_args()
     params = load_params(args.params)
+    aug, tuned = (params.augment, {}) if args.params_only else overlay_best_params(params.augment)
     configure_threads()
     shape, batch = params.preprocess.shape, params.train.batch_size
     try:
@@ -79,11 +85,13 @@ def main() -> None:
     y = tf.constant(data.masks[:batch, ..., None].astype(np.float32))
     preloaded = tf.data.Dataset.from_tensors((x, y)).repeat()
     model_only = volumes_per_second(model, preloaded, args.steps, batch)
-    piped = volumes_per_second(model, train_dataset(data, params.augment, batch, seed=0), args.steps, batch)
+    piped = volumes_per_second(model, train_dataset(data, aug, batch, seed=0), args.steps, batch)
     train_flops = 3.0 * forward_flops(model)  # forward + backward ~ 3x forward
     print(f"data: {source}")
     print(f"shape: {'x'.join(map(str, shape))}")
     print(f"batch_size: {batch}")
+    print(f"base_filters: {mp.base_filters}")
+    print(f"augment_source: {'tune (reports/tune/best_params.json)' if tuned else 'params'}")
     print(f"model_only_volumes_per_s: {model_only:.3f}")
     print(f"pipeline_volumes_per_s: {piped:.3f}")
     print(f"pipeline_ratio: {piped / model_only:.3f}")
