@@ -137,6 +137,17 @@ def _grid_planes(volume: np.ndarray, centre: tuple[int, int, int]) -> list[np.nd
     return [volume[::-1, :, ck].T, volume[::-1, cj, :].T, volume[ci, ::-1, :].T]
 
 
+def _lung_centre(mask: np.ndarray) -> list[int]:
+    """Slice indices through the lungs of a network-grid mask (canonical RAS): the mask's centroid,
+    with the sagittal index through the right lung rather than the mediastinum (volume centre if empty)."""
+    idx = np.argwhere(mask > 0)
+    centre = [int(v) for v in (idx.mean(axis=0) if len(idx) else np.array(mask.shape) // 2)]
+    right = idx[idx[:, 0] > mask.shape[0] // 2] if len(idx) else idx
+    if len(right):
+        centre[0] = int(right[:, 0].mean())
+    return centre
+
+
 def plot_volume_planes(image: np.ndarray, mask: np.ndarray, out_png: Path, title: str | None = None) -> Path:
     """The paper's Fig. 1: axial, coronal and sagittal slices of a network-grid image with its mask.
 
@@ -145,11 +156,7 @@ def plot_volume_planes(image: np.ndarray, mask: np.ndarray, out_png: Path, title
     """
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    idx = np.argwhere(mask > 0)
-    centre = [int(v) for v in (idx.mean(axis=0) if len(idx) else np.array(image.shape) // 2)]
-    right = idx[idx[:, 0] > image.shape[0] // 2] if len(idx) else idx
-    if len(right):
-        centre[0] = int(right[:, 0].mean())
+    centre = _lung_centre(mask)
     fig, axes = plt.subplots(2, 3, figsize=(10, 7))
     for col, (img, msk, name) in enumerate(zip(_grid_planes(image, centre), _grid_planes(mask, centre),
                                                ("axial", "coronal", "sagittal"))):
@@ -171,11 +178,7 @@ def plot_prediction(
     plane (axial, coronal, sagittal). Arrays are ``(D, H, W)`` in canonical RAS axis order."""
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    idx = np.argwhere(truth > 0)
-    centre = [int(v) for v in (idx.mean(axis=0) if len(idx) else np.array(image.shape) // 2)]
-    right = idx[idx[:, 0] > image.shape[0] // 2] if len(idx) else idx
-    if len(right):
-        centre[0] = int(right[:, 0].mean())
+    centre = _lung_centre(truth)
     pred = (prob > 0.5).astype(np.float32)
     planes = [_grid_planes(v, tuple(centre)) for v in (image, truth, prob, pred)]
     columns = ("CT", "ground truth", "probability", "prediction", "overlay")
