@@ -42,7 +42,7 @@ from lungseg.config import (
 )
 from lungseg.data.geometry import Geometry
 from lungseg.errors import CaseError, ConfigError, LungsegError
-from lungseg.preprocessing import GridMap, from_canonical, preprocess_image
+from lungseg.preprocessing import GridMap, from_canonical, preprocess_image, probabilities_to_original, resample_to_box
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +50,6 @@ MODEL_FILE = "model.keras"
 CONFIG_FILE = "lungseg_config.json"
 RIGHT, LEFT = 1, 2
 MERGED_RATIO = 0.2  # a second component below this fraction of the largest means the lungs are merged
-_INPLANE = np.zeros((3, 3, 3), dtype=bool)
-_INPLANE[:, :, 1] = ndimage.generate_binary_structure(2, 1)
 
 
 # --------------------------------------------------------------------------- reading a CT
@@ -187,8 +185,6 @@ class Segmentation:
 
     Attributes:
         labels: uint8 ``[i, j, k]`` on the CT's own grid: 0 background, 1 right lung, 2 left lung.
-        probability: float32 lung probability ``[i, j, k]`` on the CT's own grid (before
-            post-processing; 0 outside the crop box).
         network_probability: float32 network output on the network grid (canonical RAS).
         network_image: float32 preprocessed network input (canonical RAS).
         grid: How the network grid maps onto the CT grid.
@@ -197,55 +193,23 @@ class Segmentation:
     """
 
     labels: np.ndarray
-    probability: np.ndarray
     network_probability: np.ndarray
     network_image: np.ndarray
     grid: GridMap
     volumes_ml: dict[str, float]
     timings_s: dict[str, float] = field(default_factory=dict)
 
-
-def _linear_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
-    """Lower source index and weight of the upper neighbour for box-edge linear upsampling
-    (output voxel ``c`` sits at source position ``(c + 0.5) * n_in / n_out - 0.5``, clamped)."""
-    pos = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
-    lo = np.minimum(np.floor(pos).astype(np.intp), max(n_in - 2, 0))
-    return lo, (pos - lo).astype(np.float32)
+    @property
+    def probability(self) -> np.ndarray:
+        """float32 lung probability ``[i, j, k]`` on the CT's own grid (before post-processing;
+        0 outside the crop box). Computed on request: segmenting only needs the crop box."""
+        return probabilities_to_original(self.network_probability, self.grid)
 
 
 def resample_back_box(prob: np.ndarray, grid: GridMap) -> np.ndarray:
-    """Network-grid probabilities -> float32 values on the crop box of the canonical grid.
-
-    The same linear interpolation as :func:`lungseg.preprocessing.resample_back` (box-edge
-    rule, edge values held), done one axis at a time (trilinear interpolation is
-    separable), which is several times faster on 512x512 scans. Output shape
-    ``crop_hi - crop_lo``.
-    """
-    out = np.asarray(prob, dtype=np.float32)
-    size = [h - lo for lo, h in zip(grid.crop_lo, grid.crop_hi)]
-    for axis in (2, 1, 0):  # largest (final) step along axis 0: contiguous slabs
-        n_in = out.shape[axis]
-        if n_in == 1:
-            out = np.repeat(out, size[axis], axis=axis)
-            continue
-        lo, w = _linear_weights(size[axis], n_in)
-        shape = [1, 1, 1]
-        shape[axis] = -1
-        w = w.reshape(shape)
-        a = np.take(out, lo, axis=axis)
-        b = np.take(out, lo + 1, axis=axis)
-        b -= a
-        b *= w
-        a += b
-        out = a
-    return out
-
-
-def _fill_holes_2d(mask: np.ndarray) -> np.ndarray:
-    """Fill holes of a boolean ``[i, j, k]`` mask in every slice ``k`` separately."""
-    from lungseg.baseline import _fill_holes_2d as fill
-
-    return fill(mask)
+    """Network-grid probabilities -> float32 values on the crop box of the canonical grid
+    (shape ``crop_hi - crop_lo``; :func:`lungseg.preprocessing.resample_to_box`)."""
+    return resample_to_box(prob, tuple(h - lo for lo, h in zip(grid.crop_lo, grid.crop_hi)))
 
 
 def _bbox(mask: np.ndarray, pad: int = 1) -> tuple[slice, ...]:
@@ -268,7 +232,7 @@ def postprocess_box(
     the nearer lung centroid. With ``fill_holes`` each lung's holes are filled per axial
     slice (axis 2).
     """
-    from lungseg.baseline import _split_merged
+    from lungseg.baseline import _fill_holes_2d, _split_merged
 
     out = np.zeros(mask.shape, dtype=np.uint8)
     if not mask.any():
@@ -326,6 +290,23 @@ def postprocess_box(
     return out
 
 
+def load_keras_model(path: str | Path, hint: str = "") -> Any:
+    """Load a ``.keras`` file uncompiled, with the thread settings for inference.
+
+    Raises:
+        LungsegError: one line naming the file (plus ``hint``) when Keras cannot load it.
+    """
+    import keras
+
+    from lungseg.training import configure_threads
+
+    configure_threads()
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001 - keras raises many types for bad files
+        raise LungsegError(f"{path}: cannot load the Keras model ({type(e).__name__}: {e}){hint}") from e
+
+
 class Segmenter:
     """A loaded model plus its preprocessing and post-processing config.
 
@@ -356,10 +337,6 @@ class Segmenter:
         ``params_path`` (the project's ``params.yaml``) if it exists, else the defaults.
         ``postprocess`` overrides the post-processing config.
         """
-        import keras
-
-        from lungseg.training import configure_threads
-
         model_file, cfg_file = find_bundle(path)
         if cfg_file is not None:
             pre, post = read_config_json(cfg_file)
@@ -370,12 +347,7 @@ class Segmenter:
         else:
             pre, post = PreprocessConfig(), PostprocessConfig()
             log.warning("%s: no %s beside the model, using default configs", model_file, CONFIG_FILE)
-        configure_threads()
-        try:
-            model = keras.models.load_model(model_file, compile=False)
-        except Exception as e:  # noqa: BLE001 - keras raises many types for bad files
-            raise LungsegError(f"{model_file}: cannot load the Keras model ({type(e).__name__}: {e})") from e
-        segmenter = cls(model, pre, postprocess or post)
+        segmenter = cls(load_keras_model(model_file), pre, postprocess or post)
         segmenter.predict_network(np.zeros(pre.shape, dtype=np.float32))  # warm-up: first call traces
         return segmenter
 
@@ -412,10 +384,6 @@ class Segmenter:
         box = tuple(slice(lo, hi) for lo, hi in zip(grid.crop_lo, grid.crop_hi))
         prob_box = resample_back_box(net_prob, grid)
         ornt = np.asarray(grid.ornt)
-        canonical = np.zeros(grid.canonical_shape, dtype=np.float32)
-        canonical[box] = prob_box
-        probability = from_canonical(canonical, ornt, grid.original_shape)
-        del canonical
         timings["map_back"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -429,7 +397,7 @@ class Segmenter:
         v = geometry.voxel_volume_ml
         volumes = {"right": float(counts[RIGHT]) * v, "left": float(counts[LEFT]) * v}
         volumes["total"] = volumes["right"] + volumes["left"]
-        return Segmentation(labels, probability, net_prob, image, grid, volumes, timings)
+        return Segmentation(labels, net_prob, image, grid, volumes, timings)
 
     def segment_path(self, path: str | Path) -> tuple[Segmentation, np.ndarray, Geometry]:
         """Read a CT (see :func:`load_ct`) and segment it; returns ``(segmentation, hu, geometry)``."""

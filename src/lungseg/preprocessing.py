@@ -26,9 +26,8 @@ Box-edge rule: network voxel ``n`` (0..S-1) along an axis covers canonical voxel
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import logging
+from dataclasses import asdict, dataclass
 
 import nibabel as nib
 import numpy as np
@@ -224,19 +223,46 @@ def resample_box(
     return ndimage.affine_transform(crop, scale, offset=offset, output_shape=tuple(shape), order=order, mode="nearest")
 
 
+def _linear_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lower source index and weight of the upper neighbour for box-edge linear upsampling
+    (output voxel ``c`` sits at source position ``(c + 0.5) * n_in / n_out - 0.5``, clamped)."""
+    pos = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
+    lo = np.minimum(np.floor(pos).astype(np.intp), max(n_in - 2, 0))
+    return lo, (pos - lo).astype(np.float32)
+
+
+def resample_to_box(grid: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """Linearly interpolate a network-grid array onto a box of ``size`` voxels (box-edge rule of
+    the module docstring, edge values held); float32.
+
+    Trilinear interpolation is separable, so it runs one axis at a time, which is several
+    times faster than a 3D ``affine_transform`` on 512x512 scans.
+    """
+    out = np.asarray(grid, dtype=np.float32)
+    for axis in (2, 1, 0):  # largest (final) step along axis 0: contiguous slabs
+        n_in = out.shape[axis]
+        if n_in == 1:
+            out = np.repeat(out, size[axis], axis=axis)
+            continue
+        lo, w = _linear_weights(size[axis], n_in)
+        shape = [1, 1, 1]
+        shape[axis] = -1
+        a = np.take(out, lo, axis=axis)
+        b = np.take(out, lo + 1, axis=axis)
+        b -= a
+        b *= w.reshape(shape)
+        a += b
+        out = a
+    return out
+
+
 def resample_back(
     grid: np.ndarray, lo: tuple[int, ...], hi: tuple[int, ...], full_shape: tuple[int, ...], fill: float = 0.0
 ) -> np.ndarray:
     """Map a network-grid array (e.g. probabilities) back onto the box ``[lo, hi)`` of a
     canonical grid of ``full_shape`` by linear interpolation; outside the box is ``fill``."""
-    size = tuple(h - lo_ for lo_, h in zip(lo, hi))
-    shape = grid.shape
-    scale = np.array([s / n for n, s in zip(size, shape)])
-    offset = np.array([0.5 * s / n - 0.5 for n, s in zip(size, shape)])
     out = np.full(full_shape, fill, dtype=np.float32)
-    out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = ndimage.affine_transform(
-        np.asarray(grid, dtype=np.float32), scale, offset=offset, output_shape=size, order=1, mode="nearest"
-    )
+    out[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]] = resample_to_box(grid, tuple(h - a for a, h in zip(lo, hi)))
     return out
 
 

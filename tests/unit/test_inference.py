@@ -26,7 +26,21 @@ from lungseg.inference import (
     write_bundle,
 )
 from lungseg.metrics import dice
-from lungseg.preprocessing import GridMap, preprocess_image, preprocess_mask, resample_back
+from lungseg.preprocessing import GridMap, preprocess_image, preprocess_mask
+
+
+def resample_back(grid, lo, hi, full_shape):  # noqa: ANN001, ANN201
+    """Reference: the same box-edge linear interpolation as one scipy ``affine_transform``."""
+    from scipy import ndimage
+
+    size = tuple(h - a for a, h in zip(lo, hi))
+    scale = np.array([s / n for n, s in zip(size, grid.shape)])
+    offset = np.array([0.5 * s / n - 0.5 for n, s in zip(size, grid.shape)])
+    out = np.zeros(full_shape, dtype=np.float32)
+    out[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]] = ndimage.affine_transform(
+        np.asarray(grid, np.float32), scale, offset=offset, output_shape=size, order=1, mode="nearest")
+    return out
+
 
 REPO = Path(__file__).resolve().parents[2]
 PRE = PreprocessConfig(shape=(32, 32, 32))

@@ -36,14 +36,15 @@ def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | N
     from lungseg.dataset import load_split
     from lungseg.evaluation import CaseInputs, evaluate_case, summarize, write_per_case_csv
     from lungseg.figures import plot_prediction
-    from lungseg.inference import Segmenter
+    from lungseg.inference import Segmenter, load_keras_model
 
     processed = Path(processed_dir or params.data.processed_dir)
     interim = Path(interim_dir or params.data.interim_dir)
     test = load_split(processed, "test")
     if not test.cases:
         raise LungsegError(f"{processed / 'test'}: the test split is empty; nothing to evaluate")
-    segmenter = Segmenter(_load_model(params.train.model_path), params.preprocess, params.postprocess)
+    model = load_keras_model(params.train.model_path, hint="; run `lungseg train` first")
+    segmenter = Segmenter(model, params.preprocess, params.postprocess)
     unet_rows, base_rows = [], []
     figures = Path(params.data.figures_dir) / "test"
     for n, case in enumerate(tqdm(test.cases, desc="evaluate", unit="case")):
@@ -72,18 +73,6 @@ def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | N
              f"; baseline Dice {metrics['baseline']['dice']['mean']:.4f}" if base_rows else "")
     register(params)
     return metrics
-
-
-def _load_model(path: str):  # noqa: ANN202
-    import keras
-
-    from lungseg.training import configure_threads
-
-    configure_threads()
-    try:
-        return keras.models.load_model(path, compile=False)
-    except (OSError, ValueError) as e:
-        raise LungsegError(f"{path}: cannot load the trained model ({e}); run `lungseg train` first") from e
 
 
 def model_key(params: Params) -> str:
