@@ -106,3 +106,34 @@ def test_registration_is_idempotent_and_the_alias_goes_to_the_best(tmp_path: Pat
     assert "Dice 0.9700" in champion.description
     model = mlflow.pyfunc.load_model("models:/lung-segmentation@champion")
     assert model.metadata.flavors["python_function"]["loader_module"] == "mlflow.pyfunc.model"
+
+
+def _one_error_line(capsys) -> str:  # noqa: ANN001
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.strip()]
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    return err[0]
+
+
+def test_evaluate_and_register_bad_inputs_are_one_line_errors(tmp_path: Path, monkeypatch, capsys) -> None:
+    from lungseg.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    Path("params.yaml").write_text("preprocess:\n  shape: [16, 16, 16]\nmodel:\n  depth: 1\n")
+
+    assert main(["evaluate"]) == 1  # nothing preprocessed yet
+    assert "data/processed/test" in _one_error_line(capsys)
+
+    test = tmp_path / "data/processed/test"
+    test.mkdir(parents=True)
+    np.save(test / "images.npy", np.zeros((1, 16, 16, 16), np.float32))
+    np.save(test / "masks.npy", np.zeros((1, 16, 16, 16), np.uint8))
+    (test / "cases.json").write_text('["case-1"]')
+    Path("models").mkdir()
+    Path("models/model.keras").write_bytes(b"not a keras file")
+    assert main(["evaluate"]) == 1  # a corrupt checkpoint
+    line = _one_error_line(capsys)
+    assert "models/model.keras: cannot load the Keras model" in line and "lungseg train" in line
+
+    assert main(["register"]) == 1  # no test metrics yet
+    assert "reports/metrics.json: cannot read the test metrics" in _one_error_line(capsys)
