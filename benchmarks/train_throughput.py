@@ -1,8 +1,11 @@
 """Training throughput: model alone vs. fed by the real augmented input pipeline.
 
-Prints ``name: value`` lines: model-only training volumes/s on preloaded tensors, volumes/s
-with the augmented tf.data pipeline, their ratio, the model's achieved GFLOP/s and a numpy
-float32 matmul GFLOP/s measured in the same run. Uses data/processed/train when present,
+Prints ``name: value`` lines: the host (CPU model, cores, SIMD flags, oneDNN settings), the
+model-only training volumes/s on preloaded tensors, volumes/s with the augmented tf.data
+pipeline, their ratio, the model's achieved GFLOP/s, a numpy float32 matmul GFLOP/s measured
+in the same run and the model's fraction of it. To see an AVX-512 host as an AVX2-only one
+would run it, set ``ONEDNN_MAX_CPU_ISA=AVX2``; ``TF_ENABLE_ONEDNN_OPTS=0`` shows TensorFlow's
+Eigen fallback (``lungseg.runtime`` turns oneDNN on by default). Uses data/processed/train when present,
 otherwise random volumes of ``preprocess.shape``. The augmentation is what ``train`` uses:
 ``augment`` from the params file with ``reports/tune/best_params.json`` laid over it when that
 exists (``--params-only`` to ignore it). Each timing starts a fresh iterator, so enough steps
@@ -26,7 +29,8 @@ import tensorflow as tf  # noqa: E402
 from lungseg.config import load_params  # noqa: E402
 from lungseg.dataset import SplitArrays, load_split, train_dataset  # noqa: E402
 from lungseg.model import build_unet3d  # noqa: E402
-from lungseg.training import compile_model, configure_threads  # noqa: E402
+from lungseg.runtime import configure_threads, host_description  # noqa: E402
+from lungseg.training import compile_model  # noqa: E402
 from lungseg.tuning import overlay_best_params  # noqa: E402
 
 
@@ -87,6 +91,8 @@ def main() -> None:
     model_only = volumes_per_second(model, preloaded, args.steps, batch)
     piped = volumes_per_second(model, train_dataset(data, aug, batch, seed=0), args.steps, batch)
     train_flops = 3.0 * forward_flops(model)  # forward + backward ~ 3x forward
+    for key, value in host_description().items():
+        print(f"host_{key}: {value}")
     print(f"data: {source}")
     print(f"shape: {'x'.join(map(str, shape))}")
     print(f"batch_size: {batch}")
@@ -96,8 +102,10 @@ def main() -> None:
     print(f"pipeline_volumes_per_s: {piped:.3f}")
     print(f"pipeline_ratio: {piped / model_only:.3f}")
     print(f"model_train_gflop_per_volume: {train_flops / 1e9:.2f}")
-    print(f"model_gflops: {model_only * train_flops / 1e9:.1f}")
-    print(f"numpy_matmul_gflops: {matmul_gflops():.1f}")
+    model_gflops, numpy_gflops = model_only * train_flops / 1e9, matmul_gflops()
+    print(f"model_gflops: {model_gflops:.1f}")
+    print(f"numpy_matmul_gflops: {numpy_gflops:.1f}")
+    print(f"model_fraction_of_matmul: {model_gflops / numpy_gflops:.2f}")
 
 
 if __name__ == "__main__":

@@ -165,6 +165,7 @@ class TrainConfig:
     seed: int = 42
     model_path: str = "models/model.keras"
     state_dir: str = "models/train_state"  # resume state (git- and dvc-ignored)
+    max_minutes: float = 0.0  # wall-clock budget: no new epoch starts after this (0 = none)
 
 
 @dataclass(frozen=True)
@@ -232,6 +233,7 @@ class TuneConfig:
     pruner_startup_trials: int = 3  # median: no pruning until this many trials have finished
     pruner_warmup_steps: int = 2  # median: earliest epoch at which a trial can be pruned
     search_space: dict[str, SearchRange] = field(default_factory=lambda: dict(DEFAULT_SEARCH_SPACE))
+    timeout_minutes: float = 0.0  # wall-clock budget of one run of the stage: no new trial after it (0 = none)
 
 
 @dataclass(frozen=True)
@@ -359,6 +361,8 @@ def _validate(p: Params) -> None:
         raise ConfigError(f"params keys 'preprocess.hu_min/hu_max' need hu_max > hu_min, got {pp.hu_min}, {pp.hu_max}")
     if pp.smooth_sigma < 0:
         raise ConfigError(f"params key 'preprocess.smooth_sigma' must be >= 0, got {pp.smooth_sigma}")
+    if not (math.isfinite(p.train.max_minutes) and p.train.max_minutes >= 0):
+        raise ConfigError(f"params key 'train.max_minutes' must be >= 0 (0 = no budget), got {p.train.max_minutes}")
     if p.train.batch_size < 1 or p.train.max_epochs < 1:
         raise ConfigError(f"params keys 'train.batch_size/max_epochs' must be >= 1, got {p.train.batch_size}, {p.train.max_epochs}")
     s = p.prepare.split
@@ -402,6 +406,8 @@ def check_tune(cfg: TuneConfig, augment: AugmentConfig) -> None:
             raise ConfigError(f"params key 'tune.{name}' must be >= 0, got {getattr(cfg, name)}")
     if cfg.epochs < 1:
         raise ConfigError(f"params key 'tune.epochs' must be >= 1, got {cfg.epochs}")
+    if not (math.isfinite(cfg.timeout_minutes) and cfg.timeout_minutes >= 0):
+        raise ConfigError(f"params key 'tune.timeout_minutes' must be >= 0 (0 = no budget), got {cfg.timeout_minutes}")
     if not cfg.study_name:
         raise ConfigError("params key 'tune.study_name' must not be empty")
     if "://" not in cfg.storage and not cfg.storage.endswith((".journal", ".log")):

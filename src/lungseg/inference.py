@@ -298,7 +298,8 @@ def load_keras_model(path: str | Path, hint: str = "") -> Any:
     """
     import keras
 
-    from lungseg.training import configure_threads
+    import lungseg.model  # noqa: F401 - registers the model's custom layers for loading
+    from lungseg.runtime import configure_threads
 
     configure_threads()
     try:

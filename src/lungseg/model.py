@@ -12,6 +12,55 @@ import keras
 from keras import layers, regularizers
 
 
+@keras.saving.register_keras_serializable(package="lungseg")
+class FusedBatchNorm3D(layers.BatchNormalization):
+    """BatchNormalization over the channel axis of ``(B, D, H, W, C)`` as one fused kernel.
+
+    Keras 3 normalises with a chain of elementwise ops (moments, subtract, scale, ...), each a
+    full pass over the volume. On the TensorFlow backend this layer folds ``(H, W)`` into one
+    axis and calls ``FusedBatchNormV3`` (oneDNN on CPU, cuDNN on GPU): the same normalisation,
+    forward and backward in one pass each. Measured on a 2-core AVX2 host (oneDNN on), BN plus
+    ReLU forward and backward on ``(4, 64, 64, 64, 8)``: 23 ms instead of 139 ms
+    (``benchmarks/train_throughput.py``). Anything else (another backend or rank, a mask,
+    renorm, synchronised BN, float16) falls back to the Keras implementation. The moving
+    variance is updated with the batch's unbiased variance, as tf.keras 2's fused BN did.
+    """
+
+    def _fusable(self, inputs, mask) -> bool:
+        axis = self.axis if isinstance(self.axis, int) else -1
+        return (
+            keras.backend.backend() == "tensorflow"
+            and len(inputs.shape) == 5
+            and axis in (-1, 4)
+            and mask is None
+            and not self.renorm
+            and not self.synchronized
+            and inputs.dtype == "float32"
+        )
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._fusable(inputs, mask):
+            return super().call(inputs, training=training, mask=mask)
+        import tensorflow as tf
+
+        shape = tf.shape(inputs)
+        channels = inputs.shape[-1]
+        flat = tf.reshape(inputs, tf.stack([shape[0], shape[1], shape[2] * shape[3], channels]))
+        gamma = self.gamma if self.scale else tf.ones((channels,), inputs.dtype)
+        beta = self.beta if self.center else tf.zeros((channels,), inputs.dtype)
+        train = bool(training) and self.trainable
+        y, mean, variance = tf.raw_ops.FusedBatchNormV3(
+            x=flat, scale=tf.convert_to_tensor(gamma), offset=tf.convert_to_tensor(beta),
+            mean=tf.convert_to_tensor(self.moving_mean) if not train else tf.zeros((0,), inputs.dtype),
+            variance=tf.convert_to_tensor(self.moving_variance) if not train else tf.zeros((0,), inputs.dtype),
+            epsilon=self.epsilon, is_training=train,
+        )[:3]
+        if train:
+            self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+            self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
+        return tf.reshape(y, shape)
+
+
 def conv_block(
     x: keras.KerasTensor, filters: int, l2: float, dropout: float, name: str, bn_momentum: float = 0.9
 ) -> keras.KerasTensor:
@@ -21,7 +70,7 @@ def conv_block(
             filters, 3, padding="same", use_bias=False,
             kernel_regularizer=regularizers.L2(l2) if l2 > 0 else None, name=f"{name}_conv{n}",
         )(x)
-        x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn{n}")(x)
+        x = FusedBatchNorm3D(momentum=bn_momentum, name=f"{name}_bn{n}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{n}")(x)
     if dropout > 0:
         x = layers.SpatialDropout3D(dropout, name=f"{name}_drop")(x)

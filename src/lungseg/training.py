@@ -15,6 +15,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,22 +28,12 @@ from lungseg.dataset import SplitArrays, eval_dataset, train_dataset
 from lungseg.keras_metrics import SoftDice, VolumeDice, VolumeIoU
 from lungseg.losses import DiceBCELoss
 from lungseg.model import build_unet3d
+from lungseg.runtime import configure_threads
 
 log = logging.getLogger(__name__)
 
 STATE_JSON = "state.json"
 LAST_MODEL = "last.keras"
-
-
-def configure_threads() -> None:
-    """Use every core for one op and run ops one at a time (best on small CPUs; GPUs unaffected)."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(os.cpu_count() or 1)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # already initialised in this process
-        pass
 
 
 def compile_model(model: keras.Model, cfg: TrainConfig) -> keras.Model:
@@ -65,6 +56,7 @@ class FitResult:
     epochs_run: int = 0
     resumed_from: int = 0
     stopped_early: bool = False
+    stopped_by_budget: bool = False
     seconds: float = 0.0
 
 
@@ -93,6 +85,27 @@ class _ResumableEarlyStopping(_Resumable, keras.callbacks.EarlyStopping):
 
 class _ResumableReduceLR(_Resumable, keras.callbacks.ReduceLROnPlateau):
     RESUMED = ("wait", "best", "cooldown_counter")
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training at the end of the first epoch that ends after ``minutes`` of wall time.
+
+    The clock starts when training (or its resumption) starts in this process. Since an epoch
+    is not cut short, a run overshoots by at most one epoch.
+    """
+
+    def __init__(self, minutes: float) -> None:
+        super().__init__()
+        self.seconds, self.start, self.stopped = 60.0 * minutes, time.perf_counter(), False
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if time.perf_counter() - self.start >= self.seconds:
+            log.warning("train.max_minutes (%.1f) reached after epoch %d: training stops here", self.seconds / 60, epoch + 1)
+            self.stopped = True
+            self.model.stop_training = True
 
 
 class _StateSaver(keras.callbacks.Callback):
@@ -145,8 +158,8 @@ def run_fingerprint(
     aug: AugmentConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, preprocess_cfg: PreprocessConfig,
     epochs: int, train: SplitArrays,
 ) -> str:
-    """The fingerprint :func:`fit` uses for its resume state."""
-    return fingerprint(aug, model_cfg, train_cfg, preprocess_cfg, epochs, data=train)
+    """The fingerprint :func:`fit` uses for its resume state (a changed time budget still resumes)."""
+    return fingerprint(aug, model_cfg, dataclasses.replace(train_cfg, max_minutes=0.0), preprocess_cfg, epochs, data=train)
 
 
 def load_resume_state(state_dir: Path | None, expected: str) -> dict[str, Any] | None:
@@ -218,6 +231,7 @@ def fit(
         model_path, monitor="val_loss", save_best_only=True, initial_value_threshold=best_so_far
     )
     saver = _StateSaver(state_dir, fp, history, stopper, reducer, on_epoch, extra_state or {})
+    budget = [TimeBudget(train_cfg.max_minutes)] if train_cfg.max_minutes > 0 else []
     steps = int(np.ceil(len(train.cases) / train_cfg.batch_size))
     start = time.perf_counter()
     result = FitResult(resumed_from=initial_epoch)
@@ -228,10 +242,11 @@ def fit(
             validation_data=eval_dataset(val, train_cfg.batch_size),
             epochs=epochs,
             initial_epoch=initial_epoch,
-            callbacks=[checkpoint, reducer, stopper, saver, *(extra_callbacks or [])],
+            callbacks=[checkpoint, reducer, stopper, saver, *budget, *(extra_callbacks or [])],
             verbose=verbose,
         )
         result.stopped_early = stopper.stopped_epoch > 0
+        result.stopped_by_budget = bool(budget) and budget[0].stopped
     result.seconds = time.perf_counter() - start
     result.history = history
     result.epochs_run = len(history)

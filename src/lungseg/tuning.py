@@ -63,7 +63,7 @@ def sample_augment(trial: optuna.Trial, base: AugmentConfig, space: dict[str, Se
 
 def trial_train_config(params: Params) -> Any:
     """The ``train`` config a trial trains with: ``tune.epochs`` and ``tune.seed`` (the same for every trial)."""
-    return dataclasses.replace(params.train, max_epochs=params.tune.epochs, seed=params.tune.seed)
+    return dataclasses.replace(params.train, max_epochs=params.tune.epochs, seed=params.tune.seed, max_minutes=0.0)
 
 
 class Objective:
@@ -424,8 +424,16 @@ def tune(
         tracking.set_tags({"tune.n_trials": cfg.n_trials, "tune.pruner": cfg.pruner, "optuna_storage": redact(spec)})
         if to_run > 0:
             study.optimize(Objective(params, train, val, name), n_trials=to_run, callbacks=callbacks,
-                           gc_after_trial=True)
+                           gc_after_trial=True, timeout=cfg.timeout_minutes * 60 or None)
         summary = summarize(study, cfg, parent_id, spec)
+        summary["timeout_minutes"] = cfg.timeout_minutes
+        summary["stopped_by_timeout"] = bool(
+            cfg.timeout_minutes and n_trials is None
+            and summary["trials"]["complete"] + summary["trials"]["pruned"] < cfg.n_trials
+        )
+        if summary["stopped_by_timeout"]:
+            log.warning("tune.timeout_minutes (%.1f) reached: the study holds fewer than tune.n_trials (%d) finished "
+                        "trials", cfg.timeout_minutes, cfg.n_trials)
         best_trial = study.best_trial
         figures = plot_study(study, out_dir)
         _write_best(summary, out_dir)
@@ -436,6 +444,7 @@ def tune(
             "n_complete": summary["trials"]["complete"], "n_pruned": summary["trials"]["pruned"],
             "n_failed": summary["trials"]["failed"], "epochs_run_total": summary["epochs_run_total"],
             "epochs_without_pruning": summary["epochs_without_pruning"],
+            "stopped_by_timeout": int(summary["stopped_by_timeout"]),
         }, step=finished)
         tracking.set_tags({"best_trial_run_id": best_trial.user_attrs.get("mlflow_run_id", "unknown")})
         for path in (out_dir / BEST_PARAMS_JSON.name, *figures):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lungseg.model import build_unet3d
+from lungseg.model import FusedBatchNorm3D, build_unet3d
 
 
 def test_output_shape_and_range() -> None:
@@ -21,7 +21,7 @@ def test_architecture_follows_the_paper() -> None:
     assert kinds.count("Conv3DTranspose") == 2
     assert kinds.count("Concatenate") == 2
     assert kinds.count("SpatialDropout3D") == 5  # 2 encoder + bottleneck + 2 decoder blocks
-    assert kinds.count("BatchNormalization") == 2 * 5
+    assert kinds.count("FusedBatchNorm3D") == 2 * 5
     convs = [layer for layer in model.layers if type(layer).__name__ == "Conv3D" and layer.kernel_size == (3, 3, 3)]
     assert len(convs) == 10 and all(c.kernel_regularizer is not None for c in convs)
     assert model.layers[-1].activation.__name__ == "sigmoid"
@@ -30,3 +30,53 @@ def test_architecture_follows_the_paper() -> None:
 def test_shape_must_be_divisible() -> None:
     with pytest.raises(ValueError, match="divisible"):
         build_unet3d((30, 32, 32), depth=2)
+
+
+def _bn_pair(shape: tuple = (None, 6, 5, 4, 4)) -> tuple:
+    import keras
+
+    plain, fused = keras.layers.BatchNormalization(momentum=0.9), FusedBatchNorm3D(momentum=0.9)
+    for layer in (plain, fused):
+        layer.build(shape)
+        layer.gamma.assign(np.linspace(0.5, 2.0, shape[-1]))
+        layer.beta.assign(np.linspace(-1.0, 1.0, shape[-1]))
+    return plain, fused
+
+
+def test_fused_batchnorm_matches_keras_batchnorm() -> None:
+    import tensorflow as tf
+
+    x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, size=(2, 6, 5, 4, 4)).astype(np.float32))
+    plain, fused = _bn_pair()
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y_plain, y_fused = plain(x, training=True), fused(x, training=True)
+        loss_plain, loss_fused = tf.reduce_sum(y_plain**3), tf.reduce_sum(y_fused**3)
+    np.testing.assert_allclose(y_fused, y_plain, atol=1e-4)
+    for a, b in zip(tape.gradient(loss_fused, [x, fused.gamma, fused.beta]),
+                    tape.gradient(loss_plain, [x, plain.gamma, plain.beta]), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-3)
+    np.testing.assert_allclose(fused.moving_mean, plain.moving_mean, atol=1e-5)
+    n = 2 * 6 * 5 * 4  # moving variance: the batch's unbiased variance (tf.keras 2's fused BN), Keras 3 the biased one
+    np.testing.assert_allclose(np.asarray(fused.moving_variance) - 0.9, (np.asarray(plain.moving_variance) - 0.9) * n / (n - 1),
+                               rtol=1e-4)
+    # inference uses the moving statistics
+    np.testing.assert_allclose(fused(x, training=False), (x - fused.moving_mean) / np.sqrt(fused.moving_variance + 1e-3)
+                               * fused.gamma + fused.beta, atol=1e-4)
+
+
+def test_fused_batchnorm_falls_back_for_other_ranks() -> None:
+    plain, fused = _bn_pair((None, 7, 4))
+    x = np.random.default_rng(1).normal(size=(3, 7, 4)).astype(np.float32)
+    np.testing.assert_allclose(fused(x, training=True), plain(x, training=True), atol=1e-5)
+
+
+def test_model_with_fused_batchnorm_saves_and_loads(tmp_path) -> None:
+    import keras
+
+    model = build_unet3d((16, 16, 16), base_filters=2, depth=1)
+    x = np.random.default_rng(2).normal(size=(1, 16, 16, 16, 1)).astype(np.float32)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    assert any(isinstance(layer, FusedBatchNorm3D) for layer in loaded.layers)
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))

@@ -118,3 +118,19 @@ def test_resume_after_sigkill_continues_from_last_epoch(tmp_path: Path) -> None:
     assert len(runs) == 1 and runs[0].info.run_id == state["mlflow_run_id"]
     steps = sorted(m.step for m in client.get_metric_history(runs[0].info.run_id, "val_loss"))
     assert steps == list(range(1, epochs + 1))
+
+
+def test_time_budget_stops_training_after_the_epoch_that_spends_it(tmp_path: Path) -> None:
+    from lungseg.config import ModelConfig, PreprocessConfig, TrainConfig
+    from lungseg.training import fit
+
+    images, masks = _blobs(4, 16, 2)
+    data = SplitArrays(images, masks, ["a", "b", "c", "d"])
+    model_cfg = ModelConfig(base_filters=2, depth=1)
+    pre = PreprocessConfig(shape=(16, 16, 16))
+    budget = fit(data, data, ZERO_AUG, model_cfg, TrainConfig(batch_size=2, max_epochs=4, max_minutes=1e-6), pre,
+                 tmp_path / "a.keras", verbose=0)
+    assert budget.stopped_by_budget and budget.epochs_run == 1 and not budget.stopped_early
+    free = fit(data, data, ZERO_AUG, model_cfg, TrainConfig(batch_size=2, max_epochs=2), pre, tmp_path / "b.keras",
+               verbose=0)
+    assert not free.stopped_by_budget and free.epochs_run == 2

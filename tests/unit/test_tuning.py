@@ -275,6 +275,21 @@ def test_train_uses_the_tuned_values(tuned: SimpleNamespace) -> None:
     assert run.data.params["augment.rotate_p"] == "0.0"  # not searched: params.yaml value
 
 
+def test_timeout_ends_the_stage_with_a_smaller_reported_study(tuned: SimpleNamespace) -> None:
+    from lungseg.stages import tune
+
+    before = len(_study(tuned.params, tuned.root).get_trials())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tuned.root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        budget = dataclasses.replace(tuned.params.tune, n_trials=before + 5, timeout_minutes=1e-4)
+        out = tune.run(dataclasses.replace(tuned.params, tune=budget))
+    assert len(_study(tuned.params, tuned.root).get_trials()) == before + 1  # one trial, then the budget is spent
+    assert out["stopped_by_timeout"] is True and out["timeout_minutes"] == 1e-4
+    written = json.loads((tuned.root / "reports/tune/best_params.json").read_text())
+    assert written["stopped_by_timeout"] is True
+
+
 # ---------------------------------------------------------------- several workers, one storage
 
 

@@ -64,6 +64,7 @@ def run(params: Params, processed_dir: Path | None = None) -> dict:
             "epochs_run": result.epochs_run,
             "resumed_from_epoch": result.resumed_from,
             "stopped_early": result.stopped_early,
+            "stopped_by_budget": result.stopped_by_budget,
             "val_loss": best["val_loss"],
             "val_dice": best["val_dice"],
             "val_iou": best["val_iou"],

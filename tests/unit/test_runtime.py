@@ -1,0 +1,36 @@
+"""Runtime settings chosen per host before TensorFlow is imported."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+
+import pytest
+
+from lungseg.runtime import host_description, set_tensorflow_env
+
+CHECK = "import os, lungseg, tensorflow as tf; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN default applies to x86-64")
+def test_importing_lungseg_turns_onednn_on_unless_the_user_chose() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    on = subprocess.run([sys.executable, "-c", CHECK], env=env, capture_output=True, text=True, check=True)
+    assert on.stdout.strip() == "1"
+    off = subprocess.run([sys.executable, "-c", CHECK], env={**env, "TF_ENABLE_ONEDNN_OPTS": "0"},
+                         capture_output=True, text=True, check=True)
+    assert off.stdout.strip() == "0"
+
+
+def test_set_tensorflow_env_keeps_user_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    assert set_tensorflow_env()["TF_CPP_MIN_LOG_LEVEL"] == "0"
+
+
+def test_host_description_names_cpu_cores_and_simd() -> None:
+    host = host_description()
+    assert host["cores"] == os.cpu_count() and host["cpu"]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert "avx" in str(host["simd"]).split()
