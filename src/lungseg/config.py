@@ -237,6 +237,21 @@ class TuneConfig:
 
 
 @dataclass(frozen=True)
+class RealCTCase:
+    """A real scan scored apart from the test split (never trained or tuned on).
+
+    ``ct``: a NIfTI file in HU or a DICOM series folder; ``truth``: a NIfTI mask (> 0 = lung)
+    on any grid (mapped through world coordinates), empty when there is none; ``coverage``:
+    ``full`` (whole chest), ``partial`` (part of the lungs, e.g. the bases of an abdominal
+    CT) or ``none`` (no lung in the scan: any lung found is a false positive).
+    """
+
+    ct: str
+    truth: str = ""
+    coverage: Literal["full", "partial", "none"] = "full"
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     """Test-split evaluation and registration (stage ``evaluate``).
 
@@ -248,6 +263,7 @@ class EvaluateConfig:
     alias: str = "champion"
     baseline: bool = True  # also score the classical threshold baseline on the same cases
     figures: bool = True  # one Fig. 6-style PNG per test case
+    real_ct: dict[str, RealCTCase] = field(default_factory=dict)  # scored separately; a missing path skips a case
 
 
 @dataclass(frozen=True)

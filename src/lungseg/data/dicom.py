@@ -113,9 +113,17 @@ def _claims_dicom(path: Path) -> bool:
 
 def _sop_class(ds: Dataset) -> str:
     uid = ds.get("SOPClassUID")
-    if uid is None and getattr(ds, "file_meta", None) is not None:
+    if not uid and getattr(ds, "file_meta", None) is not None:  # absent, or present but empty (seen in real exports)
         uid = ds.file_meta.get("MediaStorageSOPClassUID")
     return str(uid) if uid is not None else ""
+
+
+def _sop_instance(ds: Dataset) -> str:
+    """SOPInstanceUID, else the file meta's MediaStorageSOPInstanceUID (anonymised exports blank the former)."""
+    uid = ds.get("SOPInstanceUID")
+    if not uid and getattr(ds, "file_meta", None) is not None:
+        uid = ds.file_meta.get("MediaStorageSOPInstanceUID")
+    return str(uid) if uid else ""
 
 
 def _patient_id_only(path: Path) -> str | None:
@@ -375,8 +383,8 @@ def _dedupe(files: list[DicomFile]) -> list[DicomFile]:
     seen: set[str] = set()
     unique = []
     for f in files:
-        uid = str(f.header.get("SOPInstanceUID", ""))
-        if uid in seen:
+        uid = _sop_instance(f.header)
+        if uid and uid in seen:
             logger.debug("dropping duplicate instance %s", f.rel)
             continue
         seen.add(uid)
@@ -638,7 +646,7 @@ def _referenced_series(rs: DicomFile, usable: dict[str, list[DicomFile]], ignore
     """
     fors, series, sops = rtstruct_references(rs.header)
     if not series:
-        sop_to_series = {str(f.header.get("SOPInstanceUID")): u for u, files in usable.items() for f in files}
+        sop_to_series = {_sop_instance(f.header): u for u, files in usable.items() for f in files}
         series = {sop_to_series[s] for s in sops if s in sop_to_series}
     if series:
         found = sorted(series & usable.keys())

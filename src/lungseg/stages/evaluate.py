@@ -1,8 +1,9 @@
 """Stage ``evaluate``: score the best checkpoint on the test split, register it, move the alias.
 
-Writes ``reports/metrics.json`` (means and standard deviations, U-Net and baseline),
-``reports/per_case.csv`` and ``<figures_dir>/test/<case>.png`` (the paper's Fig. 6), then
-calls :func:`register`.
+Writes ``reports/metrics.json`` (means and standard deviations, U-Net and baseline; the
+real scans of ``evaluate.real_ct`` under ``real_<case>`` keys), ``reports/per_case.csv``,
+``<figures_dir>/test/<case>.png`` (the paper's Fig. 6) and ``<figures_dir>/real/<case>.png``,
+then calls :func:`register`.
 
 Registration is keyed by a hash of the model file and its preprocessing/post-processing
 config (tag ``lungseg_key``): running it again for the same model registers nothing new.
@@ -64,6 +65,8 @@ def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | N
     metrics = {"test_cases": len(unet_rows), "unet": summarize(unet_rows)}
     if base_rows:
         metrics["baseline"] = summarize(base_rows)
+    real = evaluate_real_ct(params, segmenter)
+    metrics.update({f"real_{name}": rows for name, rows in real.items()})
     METRICS_JSON.parent.mkdir(parents=True, exist_ok=True)
     METRICS_JSON.write_text(json.dumps(metrics, indent=1) + "\n")
     write_per_case_csv(PER_CASE_CSV, unet_rows, base_rows)
@@ -73,6 +76,30 @@ def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | N
              f"; baseline Dice {metrics['baseline']['dice']['mean']:.4f}" if base_rows else "")
     register(params)
     return metrics
+
+
+def evaluate_real_ct(params: Params, segmenter) -> dict:  # noqa: ANN001 - a Segmenter
+    """Score ``evaluate.real_ct`` (cases found on disk) with the U-Net and, if on, the baseline.
+
+    Draws ``<figures_dir>/real/<case>.png`` (three planes: U-Net, baseline, reference mask).
+    """
+    from lungseg.baseline import segment_lungs
+    from lungseg.figures import CaseView, plot_cases_three_planes
+    from lungseg.real_ct import evaluate_real
+
+    methods = {"unet": lambda hu, geometry: segmenter.segment(hu, geometry).labels}
+    if params.evaluate.baseline:
+        methods["baseline"] = segment_lungs
+    out_dir = Path(params.data.figures_dir) / "real"
+    out_dir.mkdir(parents=True, exist_ok=True)  # a dvc output, even when no real case is found
+
+    def draw(scan, labels: dict) -> None:  # noqa: ANN001 - a RealScan
+        views = [CaseView(f"{scan.name} {m}", scan.hu, lab, scan.geometry) for m, lab in labels.items()]
+        if scan.truth is not None:
+            views.append(CaseView(f"{scan.name} reference", scan.hu, scan.truth.astype("uint8"), scan.geometry))
+        plot_cases_three_planes(views, out_dir / f"{scan.name}.png")
+
+    return evaluate_real(params.evaluate.real_ct, methods, on_labels=draw if params.evaluate.figures else None)
 
 
 def model_key(params: Params) -> str:
@@ -97,6 +124,16 @@ def _model_card(params: Params, metrics: dict, tags: dict[str, str]) -> str:
     if b:
         lines.append(f"Classical threshold baseline on the same cases: Dice {b['dice']['mean']:.4f}, "
                      f"HD95 {b['hd95_mm']['mean']:.2f} mm.")
+    real = {k[len("real_"):]: v for k, v in metrics.items() if k.startswith("real_")}
+    if real:
+        parts = []
+        for case, rows in real.items():
+            unet, base = rows.get("unet", {}), rows.get("baseline", {})
+            if "dice" in unet:
+                parts.append(f"{case} Dice {unet['dice']:.4f}" + (f" (baseline {base['dice']:.4f})" if "dice" in base else ""))
+            else:
+                parts.append(f"{case} {unet.get('volume_ml', float('nan')):.1f} mL of lung found (none expected)")
+        lines.append("Real CT, never trained or tuned on (evaluate.real_ct): " + "; ".join(parts) + ".")
     lines += [
         f"Data: {params.data.raw_dir} (processed data md5 {tags['dvc_processed_md5']}); git {tags['git_commit']}.",
         "Input: base64 .nii/.nii.gz CT in HU. Trained on adult chest CT; not validated for clinical use.",
@@ -134,6 +171,8 @@ def register(params: Params) -> dict:
             "test_hd95_mm": f"{u['hd95_mm']['mean']:.3f}",
             "test_msd_mm": f"{u['msd_mm']['mean']:.3f}",
             "test_cases": str(metrics["test_cases"]),
+            **{f"{k}_{m}": f"{v[m]:.5f}" for k, rows in metrics.items() if k.startswith("real_")
+               for m, v in [("dice", rows.get("unet", {})), ("volume_ml", rows.get("unet", {}))] if m in v},
         }
         flat = flatten_params(params)
         with tracking.run("evaluate", tags={**tags, "stage": "evaluate"}):

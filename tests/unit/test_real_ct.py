@@ -1,0 +1,72 @@
+"""Real-CT check: world-coordinate mask mapping, the below-the-truth volume, and the shared real scans."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lungseg.config import RealCTCase, load_params
+from lungseg.data.geometry import Geometry
+from lungseg.real_ct import RealScan, available, evaluate_real, mask_on_grid, score, volume_below_ml
+
+ROOT = Path(__file__).resolve().parents[2]
+REAL = ROOT.parent / "shared" / "real-ct"
+needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} not present (shared real CTs beside the clone)")
+
+
+def _flipped(geometry: Geometry, axis: int) -> Geometry:
+    """The same world grid stored with ``axis`` reversed."""
+    direction = geometry.direction_matrix.copy()
+    origin = np.asarray(geometry.origin_lps_mm) + direction[:, axis] * geometry.spacing_mm[axis] * (geometry.shape[axis] - 1)
+    direction[:, axis] *= -1
+    return Geometry(geometry.shape, geometry.spacing_mm, tuple(origin), tuple(map(tuple, direction)))
+
+
+def test_mask_on_grid_follows_world_coordinates() -> None:
+    g = Geometry((6, 5, 4), (1.0, 2.0, 3.0), (10.0, -5.0, 7.0))
+    mask = np.zeros(g.shape, dtype=np.uint8)
+    mask[1:3, 2:4, 1] = 1
+    same = mask_on_grid(mask, g, g)
+    assert np.array_equal(same, mask)
+    flipped = _flipped(g, 2)
+    assert np.array_equal(mask_on_grid(mask, g, flipped), mask[:, :, ::-1])
+
+
+def test_volume_below_truth_counts_only_slices_under_the_lowest_true_voxel() -> None:
+    g = Geometry((4, 4, 10), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0))  # k increases superiorly (LPS z)
+    truth = np.zeros(g.shape, dtype=bool)
+    truth[:, :, 5:] = True
+    pred = truth.copy()
+    pred[0, 0, 4] = True  # one voxel just below: within the one-voxel tolerance
+    pred[0, 0, 1] = pred[1, 1, 0] = True  # two voxels well below
+    assert volume_below_ml(pred, truth, g) == pytest.approx(2 * g.voxel_volume_ml)
+    scan = RealScan("x", np.zeros(g.shape, np.float32), g, truth.astype(np.uint8), "partial")
+    row = score(pred.astype(np.uint8), scan)
+    assert row["volume_below_truth_ml"] == pytest.approx(2 * g.voxel_volume_ml) and 0.9 < row["dice"] < 1.0
+
+
+def test_missing_cases_are_skipped_with_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cases = {"gone": RealCTCase(ct="nowhere/ct.nii.gz")}
+    with caplog.at_level(logging.INFO, logger="lungseg.real_ct"):
+        assert available(cases, tmp_path) == {}
+        assert evaluate_real(cases, {"all": lambda hu, g: np.ones(hu.shape, np.uint8)}, tmp_path) == {}
+    assert "real CT gone skipped: nowhere/ct.nii.gz not found" in caplog.text
+
+
+@needs_real
+def test_shared_real_cases_with_the_classical_baseline() -> None:
+    """The params.yaml cases load (NIfTI, DICOM, an anonymised JPEG 2000 series with blank UIDs) and score."""
+    from lungseg.baseline import segment_lungs
+
+    cases = load_params(ROOT / "params.yaml").evaluate.real_ct
+    assert set(available(cases, ROOT)) == set(cases)
+    out = evaluate_real(cases, {"baseline": segment_lungs}, ROOT)
+    assert set(out) == set(cases)
+    nifti, dicom = out["copdgene_10002k"]["baseline"], out["copdgene_10002k_dicom"]["baseline"]
+    assert nifti["dice"] > 0.95 and dicom["dice"] == pytest.approx(nifti["dice"], abs=1e-4)
+    assert nifti["true_volume_ml"] == pytest.approx(dicom["true_volume_ml"], rel=1e-3)
+    assert 100 < out["abdomen_lung_bases"]["baseline"]["true_volume_ml"] < 130  # README: about 114 mL
+    assert out["abdomen_no_lung"]["baseline"]["volume_ml"] < 5.0 and "dice" not in out["abdomen_no_lung"]["baseline"]
