@@ -24,14 +24,15 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-from lungseg.config import load_params  # noqa: E402
+from lungseg.config import load_params  # noqa: E402  (first: lungseg sets TensorFlow's env before its import)
 from lungseg.dataset import SplitArrays, load_split, train_dataset  # noqa: E402
 from lungseg.model import build_unet3d  # noqa: E402
 from lungseg.runtime import configure_threads, host_description  # noqa: E402
 from lungseg.training import compile_model  # noqa: E402
 from lungseg.tuning import overlay_best_params  # noqa: E402
+
+import tensorflow as tf  # noqa: E402
 
 
 def forward_flops(model: tf.keras.Model) -> float:

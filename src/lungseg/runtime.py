@@ -13,12 +13,17 @@ imported, hence this module has no heavy imports.
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
+import sys
 
 
 def set_tensorflow_env() -> dict[str, str]:
     """Set TensorFlow environment defaults that the user has not set; returns what is in force."""
+    if "tensorflow" in sys.modules and "TF_ENABLE_ONEDNN_OPTS" not in os.environ:
+        logging.getLogger(__name__).warning(
+            "TensorFlow was imported before lungseg: its oneDNN setting is already fixed (import lungseg first)")
     if platform.machine().lower() in ("x86_64", "amd64"):
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
