@@ -33,6 +33,25 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class RealismConfig:
+    """Per-patient probabilities of what real CTs show and the phantom does not
+    (:mod:`lungseg.data.realism`); all 0 = off (the cohort is then unchanged)."""
+
+    bases_only_p: float = 0.0  # abdominal CT holding only the lung bases (abdomen below, bowel gas)
+    apex_cut_p: float = 0.0  # the scan starts below the lung apex
+    bowel_gas_p: float = 0.0  # gas pockets under the diaphragm
+    arms_p: float = 0.0  # arms beside the chest
+    fissures_p: float = 0.0  # major/minor fissures
+    streaks_p: float = 0.0  # beam-hardening streaks
+    low_dose_p: float = 0.0  # 1.8-3x noise with a band-pass texture
+    fov_padding_p: float = 0.0  # -3024/-2048 HU outside the reconstruction circle
+
+    def any(self) -> bool:
+        """Whether any effect can be drawn."""
+        return any(v > 0 for v in dataclasses.asdict(self).values())
+
+
+@dataclass(frozen=True)
 class SynthesizeConfig:
     """The embedded synthetic LCTSC-style cohort."""
 
@@ -42,6 +61,7 @@ class SynthesizeConfig:
     pathology_fraction: float = 0.5
     workers: int = 2
     max_matrix: int = 512
+    realism: RealismConfig = field(default_factory=RealismConfig)
 
 
 @dataclass(frozen=True)
@@ -377,6 +397,9 @@ def _validate(p: Params) -> None:
         raise ConfigError(f"params keys 'preprocess.hu_min/hu_max' need hu_max > hu_min, got {pp.hu_min}, {pp.hu_max}")
     if pp.smooth_sigma < 0:
         raise ConfigError(f"params key 'preprocess.smooth_sigma' must be >= 0, got {pp.smooth_sigma}")
+    for name, value in dataclasses.asdict(p.synthesize.realism).items():
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"params key 'synthesize.realism.{name}' must be a probability in [0, 1], got {value}")
     if not (math.isfinite(p.train.max_minutes) and p.train.max_minutes >= 0):
         raise ConfigError(f"params key 'train.max_minutes' must be >= 0 (0 = no budget), got {p.train.max_minutes}")
     if p.train.batch_size < 1 or p.train.max_epochs < 1:

@@ -24,6 +24,15 @@ TINY_PARAMS = {
     "tune": {"n_trials": 2, "epochs": 1, "train_subset": 0, "sampler_startup_trials": 1},
     "evaluate": {"min_dice": 0.0},  # two epochs of a 4-filter net: any test Dice may take the alias
 }
+# Two of the shared real CTs (beside the clone, as in CI), by absolute path from the project copy;
+# the other evaluate.real_ct cases keep their relative paths and are skipped there as missing.
+REAL_CT = REPO.parent / "shared" / "real-ct"
+if REAL_CT.is_dir():
+    TINY_PARAMS["evaluate"]["real_ct"] = {
+        "copdgene_10002k": {"ct": str(REAL_CT / "copdgene-10002k/ct.nii.gz"),
+                            "truth": str(REAL_CT / "copdgene-10002k/lungs.nii.gz")},
+        "abdomen_no_lung": {"ct": str(REAL_CT / "abdomen-lung-bases/no-lung-dicom")},
+    }
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import run
+from .conftest import REAL_CT, run
 from .test_data_stages import reproduced  # noqa: F401  (shared module-scoped fixture)
 
 pytestmark = pytest.mark.pipeline
@@ -31,6 +31,20 @@ def test_evaluate_reports_unet_and_baseline_per_case(reproduced: Path) -> None: 
         assert (reproduced / "reports/figures/test" / f"{case}.png").stat().st_size > 10_000
     shown = run(["dvc", "metrics", "show"], reproduced).stdout
     assert "reports/metrics.json" in shown
+
+
+@pytest.mark.skipif(not REAL_CT.is_dir(), reason=f"{REAL_CT} not present (shared real CTs beside the clone)")
+def test_evaluate_scores_the_real_cts_separately(reproduced: Path) -> None:  # noqa: F811
+    metrics = json.loads((reproduced / "reports/metrics.json").read_text())
+    chest, no_lung = metrics["real_copdgene_10002k"], metrics["real_abdomen_no_lung"]
+    assert 0.0 <= chest["unet"]["dice"] <= 1.0 and chest["baseline"]["dice"] > 0.95  # measured 0.964
+    assert chest["unet"]["true_volume_ml"] == pytest.approx(chest["baseline"]["true_volume_ml"])
+    assert "dice" not in no_lung["unet"] and no_lung["baseline"]["volume_ml"] < 5.0
+    assert not any(k.startswith("real_abdomen_lung_bases") for k in metrics)  # its relative path is missing here
+    for case in ("copdgene_10002k", "abdomen_no_lung"):
+        assert (reproduced / "reports/figures/real" / f"{case}.png").stat().st_size > 10_000
+    rows = list(csv.DictReader((reproduced / "reports/per_case.csv").open()))
+    assert not any(r["case"].startswith("real") or "copdgene" in r["case"] for r in rows)  # apart from the test split
 
 
 def test_champion_registered_once_and_again_in_a_fresh_registry(reproduced: Path) -> None:  # noqa: F811

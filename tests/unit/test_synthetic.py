@@ -209,7 +209,7 @@ def test_rtstruct_round_trip_every_case(cohort, tmp_path: Path) -> None:
         _round_trip(out, SEED, n, bool(row["pathology"]), 112)
     # plus other matrices / slice thicknesses, with and without pathology
     for n, pathology, mm in ((3, True, 96), (4, False, 176)):
-        _write_case((str(tmp_path), SEED, n, pathology, mm))
+        _write_case((str(tmp_path), SEED, n, pathology, mm, None))
         _round_trip(tmp_path, SEED, n, pathology, mm)
 
 

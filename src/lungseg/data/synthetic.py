@@ -1389,14 +1389,18 @@ def _five_digits(*parts: str) -> str:
     return f"{int(hashlib.sha256('/'.join(parts).encode()).hexdigest(), 16) % 100000:05d}"
 
 
-def _write_case(job: tuple[str, int, int, bool, int]) -> dict[str, Any]:
+def _write_case(job: tuple[str, int, int, bool, int, Any]) -> dict[str, Any]:
     """Generate patient ``n`` and write its CT series and RTSTRUCT (runs in a worker process)."""
     from lungseg.data.dicom_write import StudyInfo, make_uid, write_ct_series, write_rtstruct
 
-    out_dir, seed, n, pathology, max_matrix = job
+    out_dir, seed, n, pathology, max_matrix, realism = job
     pid = _patient_id(n)
     rng = np.random.default_rng([seed, n])
     ph = make_phantom(rng, pathology, max_matrix=max_matrix)
+    if realism is not None and realism.any():
+        from lungseg.data.realism import apply_realism
+
+        ph = apply_realism(ph, realism, np.random.default_rng([seed, n, 97]))
     info = ph.info
     uid = lambda *p: make_uid(str(seed), pid, *p)  # noqa: E731
     study = StudyInfo(
@@ -1427,6 +1431,7 @@ def _write_case(job: tuple[str, int, int, bool, int]) -> dict[str, Any]:
         "slice_thickness_mm": info["slice_thickness_mm"], "n_slices": info["n_slices"], "fov_mm": info["fov_mm"],
         "noise_sd_hu": round(info["noise_sd_hu"], 1), "kvp": info["kvp"], "kernel": info["kernel"],
         "lung_r_ml": info["lung_r_ml"], "lung_l_ml": info["lung_l_ml"],
+        **({"realism": ";".join(info["realism"]) or "none"} if "realism" in info else {}),
     }  # fmt: skip
 
 
@@ -1437,6 +1442,7 @@ def synthesize_cohort(
     pathology_fraction: float = 0.5,
     workers: int = 2,
     max_matrix: int = 512,
+    realism: Any = None,
 ) -> list[dict[str, Any]]:
     """Write a synthetic LCTSC-style cohort as DICOM CT + RTSTRUCT.
 
@@ -1457,6 +1463,8 @@ def synthesize_cohort(
         pathology_fraction: Fraction of patients with lung pathology, in [0, 1].
         workers: Worker processes (1 = in this process).
         max_matrix: Largest in-plane matrix (smaller caps enlarge pixels, same field of view).
+        realism: A :class:`lungseg.config.RealismConfig` (None or all 0: off, and the files and
+            ``cohort.csv`` are exactly those of a cohort without it; on: a ``realism`` column).
 
     Returns:
         The ``cohort.csv`` rows as dicts, in patient order.
@@ -1481,7 +1489,7 @@ def synthesize_cohort(
         if p.is_dir() and re.fullmatch(re.escape(PATIENT_PREFIX) + r"\d+", p.name) and p.name not in wanted:
             log.info("removing stale synthetic patient %s", p.name)
             shutil.rmtree(p)
-    jobs = [(str(out_dir), int(seed), n, _has_pathology(seed, n, pathology_fraction), int(max_matrix))
+    jobs = [(str(out_dir), int(seed), n, _has_pathology(seed, n, pathology_fraction), int(max_matrix), realism)
             for n in range(cases)]  # fmt: skip
     bar = dict(total=cases, desc="synthesize", unit="case", leave=False)
     if workers <= 1 or cases == 1:
@@ -1491,7 +1499,8 @@ def synthesize_cohort(
         with ctx.Pool(min(workers, cases)) as pool:
             rows = list(tqdm(pool.imap(_write_case, jobs, chunksize=1), **bar))
     with open(out_dir / "cohort.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=_CSV_FIELDS, lineterminator="\n")
+        fields = _CSV_FIELDS + (("realism",) if realism is not None and realism.any() else ())
+        w = csv.DictWriter(f, fieldnames=fields, lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
     log.info("synthetic cohort: %d patients (%d with pathology) in %s",

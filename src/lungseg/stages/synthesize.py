@@ -25,5 +25,6 @@ def run(params: Params, out_dir: Path | None = None, cases: int | None = None, s
         pathology_fraction=cfg.pathology_fraction,
         workers=cfg.workers,
         max_matrix=cfg.max_matrix,
+        realism=cfg.realism,
     )
     log.info("wrote %d synthetic patients to %s in %.1f s", len(rows), out, time.perf_counter() - start)

@@ -1,0 +1,108 @@
+"""Synthetic-to-real effects: each does what it says, masks stay consistent, off means unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lungseg.config import RealismConfig
+from lungseg.data.realism import apply_realism
+from lungseg.data.synthetic import make_phantom, synthesize_cohort
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    return make_phantom(np.random.default_rng([7, 3]), pathology=False, max_matrix=96)
+
+
+def _only(name: str) -> RealismConfig:
+    return RealismConfig(**{f"{name}_p": 1.0})
+
+
+def _lungs(ph) -> np.ndarray:
+    return ph.masks["Lung_R"] | ph.masks["Lung_L"]
+
+
+def _apply(ph, name: str, seed: int = 0):
+    return apply_realism(ph, _only(name), np.random.default_rng(seed))
+
+
+def test_off_changes_nothing(phantom) -> None:
+    out = apply_realism(phantom, RealismConfig(), np.random.default_rng(0))
+    assert out.hu is phantom.hu and out.info["realism"] == []
+
+
+def test_each_effect_is_reproducible_and_keeps_masks_on_the_grid(phantom) -> None:
+    for name in ("bases_only", "apex_cut", "bowel_gas", "arms", "fissures", "streaks", "low_dose", "fov_padding"):
+        a, b = _apply(phantom, name, 5), _apply(phantom, name, 5)
+        assert np.array_equal(a.hu, b.hu), name
+        assert a.hu.shape == tuple(a.geometry.shape) and all(m.shape == a.hu.shape for m in a.masks.values()), name
+        assert name in a.info["realism"] or name == "bowel_gas" and "bowel_gas" not in a.info["realism"]
+        assert a.hu.dtype == np.float32 and np.array_equal(a.hu, np.rint(a.hu)), name
+
+
+def test_bases_only_is_an_abdominal_scan_with_the_lung_bases_on_top(phantom) -> None:
+    out = _apply(phantom, "bases_only")
+    lung_k = np.flatnonzero(_lungs(out).any(axis=(0, 1)))
+    before = np.flatnonzero(_lungs(phantom).any(axis=(0, 1)))
+    dz = out.geometry.spacing_mm[2]
+    assert lung_k[0] * dz >= 100  # at least 100 mm of abdomen below the lungs
+    assert lung_k[-1] == out.hu.shape[2] - 1  # the lungs reach the top slice: partial coverage
+    assert len(lung_k) <= 0.36 * len(before) + 2
+    # world position of the lung bases is unchanged
+    z_before = phantom.geometry.origin_lps_mm[2] + before[0] * dz
+    assert out.geometry.origin_lps_mm[2] + lung_k[0] * dz == pytest.approx(z_before, abs=1e-3)
+    below = out.hu[:, :, : lung_k[0]]
+    assert (below < -900).sum() > 0 and "bowel_gas" in out.info["realism"]
+
+
+def test_apex_cut_removes_the_top_of_the_lungs(phantom) -> None:
+    out = _apply(phantom, "apex_cut")
+    assert out.hu.shape[2] < phantom.hu.shape[2]
+    assert _lungs(out)[:, :, -1].any()
+    assert _lungs(out).sum() < _lungs(phantom).sum()
+
+
+def test_gas_arms_fissures_streaks_noise_and_padding(phantom) -> None:
+    lungs = _lungs(phantom)
+    gas = _apply(phantom, "bowel_gas", 1)
+    if "bowel_gas" in gas.info["realism"]:
+        assert ((gas.hu < -900) & ~lungs).sum() > ((phantom.hu < -900) & ~lungs).sum()
+        assert np.array_equal(gas.masks["Lung_R"], phantom.masks["Lung_R"])
+    arms = _apply(phantom, "arms")
+    assert ((arms.hu > -500).sum()) > (phantom.hu > -500).sum()
+    fis = _apply(phantom, "fissures")
+    assert fis.hu[lungs].mean() > phantom.hu[lungs].mean() and np.array_equal(fis.masks["Lung_L"], phantom.masks["Lung_L"])
+    streak = _apply(phantom, "streaks")
+    assert np.abs(streak.hu - phantom.hu).max() > 20
+    noisy = _apply(phantom, "low_dose")
+    assert (noisy.hu - phantom.hu)[lungs].std() > 10
+    pad = _apply(phantom, "fov_padding")
+    assert pad.hu[0, 0, 0] in (-3024.0, -2048.0) and pad.hu[48, 48, 0] == phantom.hu[48, 48, 0]
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(p.relative_to(folder).as_posix().encode() + p.read_bytes())
+    return h.hexdigest()
+
+
+def test_cohort_with_realism_off_is_byte_identical_and_on_is_readable(tmp_path: Path) -> None:
+    from lungseg.inference import load_ct
+
+    plain = synthesize_cohort(tmp_path / "plain", cases=1, seed=3, workers=1, max_matrix=64)
+    off = synthesize_cohort(tmp_path / "off", cases=1, seed=3, workers=1, max_matrix=64, realism=RealismConfig())
+    assert plain == off and _digest(tmp_path / "plain") == _digest(tmp_path / "off")
+    on = RealismConfig(fov_padding_p=1.0, apex_cut_p=1.0)
+    rows = synthesize_cohort(tmp_path / "on", cases=1, seed=3, workers=1, max_matrix=64, realism=on)
+    assert rows[0]["realism"] == "apex_cut;fov_padding" and rows[0]["n_slices"] < plain[0]["n_slices"]
+    series = [p.parent for p in (tmp_path / "on").rglob("1-001.dcm")][0]
+    hu, _ = load_ct(series)
+    assert hu.min() in (-3024.0, -2048.0)  # the padding survives the DICOM round trip
+    assert dataclasses.asdict(on)["arms_p"] == 0.0
