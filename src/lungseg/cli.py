@@ -49,6 +49,12 @@ def _cmd_train(args: argparse.Namespace) -> None:
     train.run(load_params(args.params), processed_dir=args.processed)
 
 
+def _cmd_train_refine(args: argparse.Namespace) -> None:
+    from lungseg.stages import train_refine
+
+    train_refine.run(load_params(args.params), processed_dir=args.processed, interim_dir=args.interim)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from lungseg.stages import evaluate
 
@@ -109,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fit the augmented 3D U-Net, tracked in MLflow")
     p.add_argument("--processed", type=Path, help="processed arrays folder (default: data.processed_dir)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("train_refine", help="fit the cascade's stage-2 network at fine resolution (refine.*)")
+    p.add_argument("--processed", type=Path, help="processed arrays folder (default: data.processed_dir)")
+    p.add_argument("--interim", type=Path, help="prepared cases folder (default: data.interim_dir)")
+    p.set_defaults(func=_cmd_train_refine)
 
     p = sub.add_parser("predict", help="segment CTs (NIfTI files, DICOM folders) with a trained model")
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="a .nii/.nii.gz CT or a DICOM series folder")

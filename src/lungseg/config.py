@@ -205,6 +205,33 @@ class PostprocessConfig:
 
 
 @dataclass(frozen=True)
+class RefineConfig:
+    """Stage 2 of the cascade (:mod:`lungseg.refine`): a second 3D U-Net (the same blocks) at
+    ``spacing_mm`` inside the lungs' box found by stage 1 (grown by ``margin_mm``), fed the CT
+    and the stage-1 probability; its output goes straight onto the CT grid. ``enabled: false``
+    leaves the paper's single 64^3 network (``train_refine`` then trains nothing)."""
+
+    enabled: bool = False
+    spacing_mm: float = 2.0
+    margin_mm: float = 12.0
+    patch: tuple[int, int, int] = (64, 64, 64)  # training patches (fine voxels); inference runs on the whole box
+    base_filters: int = 8
+    depth: int = 3
+    dropout: float = 0.0
+    l2: float = 1.0e-5
+    batch_size: int = 2
+    patches_per_epoch: int = 48
+    val_patches_per_case: int = 2
+    max_epochs: int = 30
+    max_minutes: float = 12.0
+    learning_rate: float = 1.0e-3
+    early_stopping_patience: int = 6
+    boundary_fraction: float = 0.7  # share of patches centred on the lung surface
+    seed: int = 7
+    model_path: str = "models/refine/refine.keras"
+
+
+@dataclass(frozen=True)
 class SearchRange:
     """One searched ``augment`` value: uniform in ``[low, high]``, log-uniform if ``log``."""
 
@@ -308,6 +335,7 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
@@ -400,6 +428,13 @@ def _validate(p: Params) -> None:
     for name, value in dataclasses.asdict(p.synthesize.realism).items():
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"params key 'synthesize.realism.{name}' must be a probability in [0, 1], got {value}")
+    r = p.refine
+    if r.spacing_mm <= 0 or r.margin_mm < 0 or r.batch_size < 1 or r.max_epochs < 1 or r.patches_per_epoch < r.batch_size:
+        raise ConfigError("params keys 'refine.*': spacing_mm > 0, margin_mm >= 0, batch_size >= 1, max_epochs >= 1 and "
+                          f"patches_per_epoch >= batch_size are needed, got {r}")
+    if any(s % (2**r.depth) for s in r.patch) or not 0 <= r.boundary_fraction <= 1:
+        raise ConfigError(f"params key 'refine.patch' must be divisible by 2**depth = {2**r.depth} and "
+                          f"'refine.boundary_fraction' in [0, 1], got {r.patch}, {r.boundary_fraction}")
     if not (math.isfinite(p.train.max_minutes) and p.train.max_minutes >= 0):
         raise ConfigError(f"params key 'train.max_minutes' must be >= 0 (0 = no budget), got {p.train.max_minutes}")
     if p.train.batch_size < 1 or p.train.max_epochs < 1:

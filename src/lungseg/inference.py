@@ -36,17 +36,26 @@ from lungseg.config import (
     DEFAULT_PARAMS,
     PostprocessConfig,
     PreprocessConfig,
+    RefineConfig,
     check_postprocess,
     load_params,
     section_from_dict,
 )
 from lungseg.data.geometry import Geometry
 from lungseg.errors import CaseError, ConfigError, LungsegError
-from lungseg.preprocessing import GridMap, from_canonical, preprocess_image, probabilities_to_original, resample_to_box
+from lungseg.preprocessing import (
+    GridMap,
+    from_canonical,
+    preprocess_image,
+    probabilities_to_original,
+    resample_to_box,
+    to_canonical,
+)
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.keras"
+REFINE_FILE = "refine.keras"  # the cascade's stage 2, beside MODEL_FILE in a bundle
 CONFIG_FILE = "lungseg_config.json"
 RIGHT, LEFT = 1, 2
 MERGED_RATIO = 0.2  # a second component below this fraction of the largest means the lungs are merged
@@ -123,13 +132,27 @@ def case_name(path: str | Path) -> str:
 # --------------------------------------------------------------------------- model bundles
 
 
-def config_json(preprocess: PreprocessConfig, postprocess: PostprocessConfig) -> dict[str, Any]:
-    """The ``lungseg_config.json`` content for a model bundle."""
+def config_json(
+    preprocess: PreprocessConfig, postprocess: PostprocessConfig, refine: RefineConfig | None = None
+) -> dict[str, Any]:
+    """The ``lungseg_config.json`` content for a model bundle (``refine`` only with a stage-2 network)."""
 
     def plain(cfg: Any) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
-    return {"preprocess": plain(preprocess), "postprocess": plain(postprocess)}
+    out = {"preprocess": plain(preprocess), "postprocess": plain(postprocess)}
+    if refine is not None:
+        out["refine"] = plain(refine)
+    return out
+
+
+def read_refine_config(path: Path) -> RefineConfig | None:
+    """The ``refine`` section of a bundle's ``lungseg_config.json`` (None without one)."""
+    try:
+        raw = json.loads(Path(path).read_text()).get("refine")
+        return None if raw is None else section_from_dict(RefineConfig, raw, "refine")
+    except (OSError, ValueError, AttributeError, ConfigError) as e:
+        raise LungsegError(f"{path}: not a valid lungseg model config ({e})") from e
 
 
 def read_config_json(path: Path) -> tuple[PreprocessConfig, PostprocessConfig]:
@@ -144,14 +167,21 @@ def read_config_json(path: Path) -> tuple[PreprocessConfig, PostprocessConfig]:
     return pre, post
 
 
-def write_bundle(out_dir: Path, model_path: Path, preprocess: PreprocessConfig, postprocess: PostprocessConfig) -> Path:
-    """Write a model bundle folder: a copy of ``model_path`` as ``model.keras`` and the config JSON."""
+def write_bundle(
+    out_dir: Path, model_path: Path, preprocess: PreprocessConfig, postprocess: PostprocessConfig,
+    refine: tuple[Path, RefineConfig] | None = None,
+) -> Path:
+    """Write a model bundle folder: a copy of ``model_path`` as ``model.keras``, with ``refine``
+    the stage-2 network as ``refine.keras``, and the config JSON."""
     import shutil
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_path, out_dir / MODEL_FILE)
-    (out_dir / CONFIG_FILE).write_text(json.dumps(config_json(preprocess, postprocess), indent=2) + "\n")
+    if refine is not None:
+        shutil.copyfile(refine[0], out_dir / REFINE_FILE)
+    content = config_json(preprocess, postprocess, refine[1] if refine else None)
+    (out_dir / CONFIG_FILE).write_text(json.dumps(content, indent=2) + "\n")
     return out_dir
 
 
@@ -317,8 +347,12 @@ class Segmenter:
         postprocess: Thresholding and clean-up on the CT's own grid.
     """
 
-    def __init__(self, model: Any, preprocess: PreprocessConfig, postprocess: PostprocessConfig | None = None) -> None:
+    def __init__(
+        self, model: Any, preprocess: PreprocessConfig, postprocess: PostprocessConfig | None = None,
+        refiner: Any = None,
+    ) -> None:
         self.model = model
+        self.refiner = refiner  # a lungseg.refine.Refiner: the cascade's stage 2 (None = stage 1 alone)
         self.preprocess = preprocess
         self.postprocess = postprocess or PostprocessConfig()
         check_postprocess(self.postprocess)
@@ -348,7 +382,14 @@ class Segmenter:
         else:
             pre, post = PreprocessConfig(), PostprocessConfig()
             log.warning("%s: no %s beside the model, using default configs", model_file, CONFIG_FILE)
-        segmenter = cls(load_keras_model(model_file), pre, postprocess or post)
+        refiner = None
+        if cfg_file is not None and (model_file.parent / REFINE_FILE).is_file():
+            refine_cfg = read_refine_config(cfg_file)
+            if refine_cfg is not None:
+                from lungseg.refine import Refiner
+
+                refiner = Refiner(load_keras_model(model_file.parent / REFINE_FILE), refine_cfg)
+        segmenter = cls(load_keras_model(model_file), pre, postprocess or post, refiner)
         segmenter.predict_network(np.zeros(pre.shape, dtype=np.float32))  # warm-up: first call traces
         return segmenter
 
@@ -386,6 +427,13 @@ class Segmenter:
         prob_box = resample_back_box(net_prob, grid)
         ornt = np.asarray(grid.ornt)
         timings["map_back"] = time.perf_counter() - t
+
+        if self.refiner is not None:
+            t = time.perf_counter()
+            spacing = tuple(float(geometry.spacing_mm[int(a)]) for a in np.argsort(ornt[:, 0]))
+            prob_box = self.refiner.refine(to_canonical(hu, ornt), spacing, prob_box, grid, self.preprocess,
+                                           self.postprocess.threshold)
+            timings["refine"] = time.perf_counter() - t
 
         t = time.perf_counter()
         cfg = self.postprocess

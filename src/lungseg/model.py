@@ -84,6 +84,7 @@ def build_unet3d(
     dropout: float = 0.1,
     l2: float = 1e-5,
     bn_momentum: float = 0.9,
+    in_channels: int = 1,
 ) -> keras.Model:
     """Build the 3D U-Net.
 
@@ -93,6 +94,9 @@ def build_unet3d(
         depth: Number of poolings (levels below the first).
         dropout: SpatialDropout3D rate in encoder and decoder blocks (0 = none).
         l2: L2 factor on conv kernels (0 = none).
+        in_channels: Input channels (1: the CT; the cascade's stage 2 adds the stage-1 probability).
+            ``shape`` entries may be None for a fully convolutional model that accepts any size
+            divisible by ``2**depth``.
         bn_momentum: BatchNorm moving-average momentum. 0.9 rather than Keras' 0.99: with ~10
             steps per epoch the moving statistics used for validation catch up within an epoch
             instead of ten, so validation loss (which drives LR and early stopping) is meaningful
@@ -101,9 +105,9 @@ def build_unet3d(
     Returns:
         An uncompiled ``keras.Model`` mapping ``(B, D, H, W, 1)`` -> ``(B, D, H, W, 1)`` in [0, 1].
     """
-    if any(s % (2**depth) for s in shape):
+    if any(s is not None and s % (2**depth) for s in shape):
         raise ValueError(f"network shape {tuple(shape)} must be divisible by 2**depth = {2**depth}")
-    inputs = keras.Input((*shape, 1), name="ct")
+    inputs = keras.Input((*shape, in_channels), name="ct")
     x, skips = inputs, []
     for level in range(depth):
         x = conv_block(x, base_filters * 2**level, l2, dropout, f"enc{level}", bn_momentum)

@@ -33,7 +33,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
 import lungseg
-from lungseg.config import PostprocessConfig, PreprocessConfig, TrackingConfig
+from lungseg.config import PostprocessConfig, PreprocessConfig, RefineConfig, TrackingConfig
 from lungseg.errors import LungsegError
 from lungseg.inference import Segmenter, is_model_uri, write_bundle
 
@@ -145,7 +145,8 @@ def _model_kwargs(bundle: Path) -> dict[str, Any]:
 
 
 def save_segmenter_model(
-    path: str | Path, model_path: str | Path, preprocess: PreprocessConfig, postprocess: PostprocessConfig
+    path: str | Path, model_path: str | Path, preprocess: PreprocessConfig, postprocess: PostprocessConfig,
+    refine: tuple[Path, RefineConfig] | None = None,
 ) -> Path:
     """Save the Segmenter as an MLflow pyfunc folder at ``path`` (must not exist yet).
 
@@ -154,18 +155,19 @@ def save_segmenter_model(
     without the repository.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = write_bundle(Path(tmp) / ARTIFACT, Path(model_path), preprocess, postprocess)
+        bundle = write_bundle(Path(tmp) / ARTIFACT, Path(model_path), preprocess, postprocess, refine)
         mlflow.pyfunc.save_model(str(path), **_model_kwargs(bundle))
     return Path(path)
 
 
 def log_segmenter_model(
-    model_path: str | Path, preprocess: PreprocessConfig, postprocess: PostprocessConfig, name: str = "segmenter"
+    model_path: str | Path, preprocess: PreprocessConfig, postprocess: PostprocessConfig, name: str = "segmenter",
+    refine: tuple[Path, RefineConfig] | None = None,
 ) -> str:
     """Log the Segmenter pyfunc to the active MLflow run; returns its model URI (for
     ``mlflow.register_model``)."""
     with tempfile.TemporaryDirectory() as tmp:
-        bundle = write_bundle(Path(tmp) / ARTIFACT, Path(model_path), preprocess, postprocess)
+        bundle = write_bundle(Path(tmp) / ARTIFACT, Path(model_path), preprocess, postprocess, refine)
         info = mlflow.pyfunc.log_model(name=name, **_model_kwargs(bundle))
     return info.model_uri
 

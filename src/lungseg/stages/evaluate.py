@@ -45,8 +45,10 @@ def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | N
     if not test.cases:
         raise LungsegError(f"{processed / 'test'}: the test split is empty; nothing to evaluate")
     model = load_keras_model(params.train.model_path, hint="; run `lungseg train` first")
-    segmenter = Segmenter(model, params.preprocess, params.postprocess)
-    unet_rows, base_rows = [], []
+    refine = refine_model(params)
+    segmenter = Segmenter(model, params.preprocess, params.postprocess, refine)
+    stage1 = Segmenter(model, params.preprocess, params.postprocess) if refine is not None else None
+    unet_rows, base_rows, stage1_rows = [], [], []
     figures = Path(params.data.figures_dir) / "test"
     for n, case in enumerate(tqdm(test.cases, desc="evaluate", unit="case")):
         try:
@@ -59,12 +61,17 @@ def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | N
         unet_rows.append(unet)
         if base is not None:
             base_rows.append(base)
+        if stage1 is not None:  # the cascade's stage 1 alone, for comparison
+            stage1_rows.append(evaluate_case(stage1, inputs, with_baseline=False)[0])
         if params.evaluate.figures:
             plot_prediction(seg.network_image, test.masks[n], seg.network_probability, figures / f"{case}.png",
                             title=f"{case}: Dice {unet['net_dice']:.4f} (network grid), {unet['dice']:.4f} (CT grid)")
     metrics = {"test_cases": len(unet_rows), "unet": summarize(unet_rows)}
     if base_rows:
         metrics["baseline"] = summarize(base_rows)
+    if stage1_rows:
+        metrics["stage1"] = summarize(stage1_rows)
+    metrics["cascade"] = refine is not None
     real = evaluate_real_ct(params, segmenter)
     metrics.update({f"real_{name}": rows for name, rows in real.items()})
     METRICS_JSON.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +83,16 @@ def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | N
              f"; baseline Dice {metrics['baseline']['dice']['mean']:.4f}" if base_rows else "")
     register(params)
     return metrics
+
+
+def refine_model(params: Params):  # noqa: ANN201 - a Refiner or None
+    """The cascade's stage 2 when ``refine.enabled`` (its model must exist then)."""
+    if not params.refine.enabled:
+        return None
+    from lungseg.inference import load_keras_model
+    from lungseg.refine import Refiner
+
+    return Refiner(load_keras_model(params.refine.model_path, hint="; run `lungseg train_refine` first"), params.refine)
 
 
 def evaluate_real_ct(params: Params, segmenter) -> dict:  # noqa: ANN001 - a Segmenter
@@ -107,7 +124,10 @@ def model_key(params: Params) -> str:
     from lungseg.inference import config_json
 
     h = hashlib.sha256(Path(params.train.model_path).read_bytes())
-    h.update(json.dumps(config_json(params.preprocess, params.postprocess), sort_keys=True).encode())
+    refine = params.refine if params.refine.enabled else None
+    if refine is not None:
+        h.update(Path(refine.model_path).read_bytes())
+    h.update(json.dumps(config_json(params.preprocess, params.postprocess, refine), sort_keys=True).encode())
     return h.hexdigest()[:32]
 
 
@@ -115,7 +135,9 @@ def _model_card(params: Params, metrics: dict, tags: dict[str, str]) -> str:
     u, b = metrics["unet"], metrics.get("baseline", {})
     lines = [
         "lungseg 3D U-Net: CT in (any orientation, size, spacing), lung mask out in the scan's own geometry "
-        "(1 right, 2 left) with volumes in mL.",
+        "(1 right, 2 left) with volumes in mL. "
+        + (f"Cascade: the 64^3 network finds the lungs, a second U-Net refines them at {params.refine.spacing_mm} mm."
+           if params.refine.enabled else "One 64^3 network (the paper's), mapped back onto the CT grid."),
         f"Test split ({metrics['test_cases']} cases): Dice {u['net_dice']['mean']:.4f} at the network grid "
         f"{'x'.join(map(str, params.preprocess.shape))}, {u['dice']['mean']:.4f} on the CT grid "
         f"(right {u['dice_right']['mean']:.4f}, left {u['dice_left']['mean']:.4f}), IoU {u['iou']['mean']:.4f}, "
@@ -181,7 +203,8 @@ def register(params: Params) -> dict:
             for path in (METRICS_JSON, PER_CASE_CSV):
                 if path.is_file():
                     tracking.log_artifact(path, "reports")
-            uri = log_segmenter_model(params.train.model_path, params.preprocess, params.postprocess)
+            refine = (Path(params.refine.model_path), params.refine) if params.refine.enabled else None
+            uri = log_segmenter_model(params.train.model_path, params.preprocess, params.postprocess, refine=refine)
         param_tags = {f"param.{k}": str(v)[:250] for k, v in flat.items()}
         version = tracking.register_model(uri, name, {**tags, **param_tags}, _model_card(params, metrics, tags))
         log.info("registered %s version %s (test Dice %.4f)", name, version, dice)
