@@ -104,6 +104,14 @@ class RefineCase:
     image: np.ndarray
     prior: np.ndarray
     truth: np.ndarray
+    _surface: np.ndarray | None = None  # lung-surface voxel indices, found on first use
+
+    def surface(self) -> np.ndarray:
+        """Indices ``(n, 3)`` of the lung-surface voxels (patch centres)."""
+        if self._surface is None:
+            t = self.truth.astype(bool)
+            self._surface = np.argwhere(t ^ ndimage.binary_erosion(t))
+        return self._surface
 
 
 def build_case(
@@ -153,8 +161,7 @@ def sample_patch(
     """One training patch: ``x`` (P, P, P, 2) float32 (image, prior), ``y`` (P, P, P, 1) float32."""
     truth = case.truth
     if rng.uniform() < boundary_fraction and truth.any():
-        edge = truth.astype(bool) ^ ndimage.binary_erosion(truth.astype(bool))
-        pts = np.argwhere(edge)
+        pts = case.surface()
         centre = pts[int(rng.integers(len(pts)))]
     else:
         centre = np.array([rng.integers(s) for s in truth.shape])
