@@ -23,6 +23,9 @@ TINY_PARAMS = {
     "train": {"max_epochs": 2, "batch_size": 2},
     "tune": {"n_trials": 2, "epochs": 1, "train_subset": 0, "sampler_startup_trials": 1},
     "evaluate": {"min_dice": 0.0},  # two epochs of a 4-filter net: any test Dice may take the alias
+    # the cascade on, tiny: evaluate, the registry and serving then carry both networks
+    "refine": {"enabled": True, "spacing_mm": 4.0, "patch": [16, 16, 16], "base_filters": 2, "depth": 1,
+               "batch_size": 2, "patches_per_epoch": 4, "val_patches_per_case": 1, "max_epochs": 1},
 }
 # Two of the shared real CTs (beside the clone, as in CI), by absolute path from the project copy;
 # the other evaluate.real_ct cases keep their relative paths and are skipped there as missing.

@@ -23,6 +23,8 @@ def test_evaluate_reports_unet_and_baseline_per_case(reproduced: Path) -> None: 
         for key in ("dice", "iou", "dice_right", "dice_left", "hd95_mm", "msd_mm", "net_dice"):
             assert 0.0 <= metrics[method][key]["mean"] <= (1.0 if "dice" in key else 1e4), (method, key)
     assert "net_bce" in metrics["unet"]
+    assert metrics["cascade"] is True and metrics["stage1"]["dice"]["mean"] >= 0.0  # the 64^3 network alone, beside it
+    assert json.loads((reproduced / "reports/refine_metrics.json").read_text())["enabled"] is True
     rows = list(csv.DictReader((reproduced / "reports/per_case.csv").open()))
     assert sorted(r["case"] for r in rows if r["method"] == "unet") == sorted(split["test"])
     unet = [r for r in rows if r["method"] == "unet"]
@@ -58,7 +60,7 @@ def test_champion_registered_once_and_again_in_a_fresh_registry(reproduced: Path
     assert float(champion.tags["test_dice"]) == pytest.approx(metrics["unet"]["dice"]["mean"], abs=1e-5)
     for tag in ("git_commit", "dvc_processed_md5", "test_iou", "test_hd95_mm", "param.model.base_filters"):
         assert champion.tags[tag] not in ("", "unknown"), tag
-    assert "Test split" in champion.description
+    assert "Test split" in champion.description and "Cascade" in champion.description
 
     run(["lungseg", "register"], reproduced)  # idempotent: still one version
     assert len(client.search_model_versions("name='lung-segmentation'")) == 1
