@@ -39,6 +39,7 @@ from lungseg.data.geometry import Geometry
 log = logging.getLogger(__name__)
 
 MIN_THORAX_AIR_ML = 100.0  # smaller air pockets inside the body (bowel gas, ...) do not set the thorax box
+MIN_TOP_AIR_ML = 10.0  # ... unless they reach the scan's top slice (lung bases of an abdominal CT)
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,8 @@ def thorax_box(
     ``hu`` is in canonical RAS axis order ``[i, j, k]`` (axis 0 the patient's left-right
     axis, axis 2 the axial slice index); ``body`` is its :func:`body_box`. Air is ``HU < air_threshold_hu``; air
     regions connected to the border of their axial slice (outside the body) are dropped,
-    and 26-connected regions of at least :data:`MIN_THORAX_AIR_ML` are kept. The box is
+    and 26-connected regions of at least :data:`MIN_THORAX_AIR_ML` are kept, and those of at least
+    :data:`MIN_TOP_AIR_ML` that reach the top slice (lungs cut by the scan's upper edge). The box is
     grown by ``margin_mm``; along the left-right axis it is made symmetric about the body's
     centre, so that a lung that is entirely collapsed (no air) is still inside the box when
     the other lung is not. Without such air the body box is returned unchanged.
@@ -169,7 +171,13 @@ def thorax_box(
     inside = air & ~_border_connected_2d(air)
     labels, n = ndimage.label(inside, structure=np.ones((3, 3, 3)))
     voxel_ml = float(np.prod(np.asarray(spacing_mm) * np.asarray(step))) / 1000.0
-    keep = np.flatnonzero(np.bincount(labels.ravel())[1:] * voxel_ml >= MIN_THORAX_AIR_ML) + 1
+    sizes_ml = np.bincount(labels.ravel())[1:] * voxel_ml
+    keep = np.flatnonzero(sizes_ml >= MIN_THORAX_AIR_ML) + 1
+    # partial coverage: lung cut by the top of the scan (e.g. the bases on an abdominal CT) counts when smaller
+    top = np.unique(labels[:, :, -1])
+    top = top[top > 0]
+    top = top[sizes_ml[top - 1] >= MIN_TOP_AIR_ML]
+    keep = np.union1d(keep, top).astype(int)
     if n == 0 or len(keep) == 0:
         log.warning("no air inside the body (>= %.0f mL): cropping to the body instead", MIN_THORAX_AIR_ML)
         return tuple(b_lo), tuple(b_hi)  # type: ignore[return-value]

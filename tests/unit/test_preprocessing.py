@@ -86,6 +86,26 @@ def test_thorax_box_keeps_a_collapsed_lung_and_falls_back_without_air() -> None:
         airless, spacing, PreprocessConfig(crop="body", crop_margin_mm=2.0))
 
 
+def test_thorax_box_takes_small_lung_bases_cut_by_the_top_of_an_abdominal_scan() -> None:
+    """Lung bases (the top 5 slices, under 100 mL each) at the top slice, a 125 mL gas pocket low in the abdomen."""
+    hu, labels = _phantom()
+    spacing = (2.0, 2.0, 5.0)
+    abdomen = np.where(labels > 0, 30.0, hu).astype(np.float32)  # no lung except the bases below
+    i, j, k = np.meshgrid(*[np.arange(n) for n in hu.shape], indexing="ij")
+    right_base = ((i - 28) / 9) ** 2 + ((j - 35) / 14) ** 2 + ((k - 39) / 3) ** 2 <= 1  # a dome cut by the top
+    bases = right_base | (((i - 52) / 9) ** 2 + ((j - 35) / 14) ** 2 + ((k - 39) / 3) ** 2 <= 1)
+    assert 10 / 0.02 < right_base.sum() < 100 / 0.02  # between the two size rules (0.02 mL voxels)
+    abdomen[bases] = -850.0
+    abdomen[25:50, 25:50, 2:12] = -1000.0  # bowel gas: 25x25x10 voxels x 0.02 mL = 125 mL
+    lo, hi = crop_box(abdomen, spacing, PreprocessConfig(crop="thorax", crop_margin_mm=2.0))
+    assert hi[2] == 40 and lo[2] <= 2  # from the gas up to the top: both inside, for the network to tell apart
+    no_top = abdomen.copy()
+    no_top[bases] = 30.0
+    no_top[np.roll(bases, -15, axis=2)] = -850.0  # the same small air, mid-scan
+    lo, hi = crop_box(no_top, spacing, PreprocessConfig(crop="thorax", crop_margin_mm=2.0))
+    assert hi[2] <= 12 + 1  # small air away from the top edge does not set the box
+
+
 def test_crop_coverage_counts_lung_outside_the_box() -> None:
     hu, labels = _phantom()
     _, grid = preprocess_image(hu, GEOMETRIES["identity"], PreprocessConfig(shape=(32, 32, 32)))
