@@ -72,6 +72,19 @@ def mask_on_grid(mask: np.ndarray, mask_geometry: Geometry, geometry: Geometry) 
     )
 
 
+def split_sides(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
+    """A binary lung mask as labels for drawing: 1 on the patient's right of its centroid, 2 on the left."""
+    m = np.asarray(mask) > 0
+    if not m.any():
+        return m.astype(np.uint8)
+    affine = geometry.affine_lps()
+    idx = np.argwhere(m)
+    x = idx @ affine[0, :3] + affine[0, 3]  # LPS x grows toward the patient's left
+    out = np.zeros(m.shape, np.uint8)
+    out[tuple(idx.T)] = np.where(x < x.mean(), 1, 2)
+    return out
+
+
 def load_scan(name: str, case: RealCTCase, root: Path = Path(".")) -> RealScan:
     """Read a case's CT (see :func:`lungseg.inference.load_ct`) and its mask onto the CT's grid."""
     from lungseg.data.nifti import read_nifti

@@ -10,7 +10,7 @@ import pytest
 
 from lungseg.config import RealCTCase, load_params
 from lungseg.data.geometry import Geometry
-from lungseg.real_ct import RealScan, available, evaluate_real, mask_on_grid, score, volume_below_ml
+from lungseg.real_ct import RealScan, available, evaluate_real, mask_on_grid, score, split_sides, volume_below_ml
 
 ROOT = Path(__file__).resolve().parents[2]
 REAL = ROOT.parent / "shared" / "real-ct"
@@ -46,6 +46,14 @@ def test_volume_below_truth_counts_only_slices_under_the_lowest_true_voxel() -> 
     scan = RealScan("x", np.zeros(g.shape, np.float32), g, truth.astype(np.uint8), "partial")
     row = score(pred.astype(np.uint8), scan)
     assert row["volume_below_truth_ml"] == pytest.approx(2 * g.voxel_volume_ml) and 0.9 < row["dice"] < 1.0
+
+
+def test_split_sides_puts_label_1_on_the_patients_right() -> None:
+    g = Geometry((10, 4, 4), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))  # i grows toward the patient's left (LPS x)
+    mask = np.zeros(g.shape, bool)
+    mask[1:3] = mask[7:9] = True
+    labels = split_sides(mask, g)
+    assert set(np.unique(labels[1:3])) == {1} and set(np.unique(labels[7:9])) == {2} and not labels[4].any()
 
 
 def test_missing_cases_are_skipped_with_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

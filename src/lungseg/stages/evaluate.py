@@ -102,7 +102,7 @@ def evaluate_real_ct(params: Params, segmenter) -> dict:  # noqa: ANN001 - a Seg
     """
     from lungseg.baseline import segment_lungs
     from lungseg.figures import CaseView, plot_cases_three_planes
-    from lungseg.real_ct import evaluate_real
+    from lungseg.real_ct import evaluate_real, split_sides
 
     methods = {"unet": lambda hu, geometry: segmenter.segment(hu, geometry).labels}
     if params.evaluate.baseline:
@@ -113,7 +113,7 @@ def evaluate_real_ct(params: Params, segmenter) -> dict:  # noqa: ANN001 - a Seg
     def draw(scan, labels: dict) -> None:  # noqa: ANN001 - a RealScan
         views = [CaseView(f"{scan.name} {m}", scan.hu, lab, scan.geometry) for m, lab in labels.items()]
         if scan.truth is not None:
-            views.append(CaseView(f"{scan.name} reference", scan.hu, scan.truth.astype("uint8"), scan.geometry))
+            views.append(CaseView(f"{scan.name} reference", scan.hu, split_sides(scan.truth, scan.geometry), scan.geometry))
         plot_cases_three_planes(views, out_dir / f"{scan.name}.png")
 
     return evaluate_real(params.evaluate.real_ct, methods, on_labels=draw if params.evaluate.figures else None)
