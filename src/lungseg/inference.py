@@ -232,7 +232,8 @@ class Segmentation:
     @property
     def probability(self) -> np.ndarray:
         """float32 lung probability ``[i, j, k]`` on the CT's own grid (before post-processing;
-        0 outside the crop box). Computed on request: segmenting only needs the crop box."""
+        0 outside the crop box) of the 64^3 network; with the cascade the labels come from the
+        refined probability instead. Computed on request: segmenting only needs the crop box."""
         return probabilities_to_original(self.network_probability, self.grid)
 
 
