@@ -33,32 +33,12 @@ import numpy as np
 from scipy import ndimage
 
 from lungseg.data.geometry import Geometry
+from lungseg.morphology import INPLANE, border_connected_2d, fill_holes_2d, split_merged
 
 log = logging.getLogger(__name__)
 
 LUNG_THRESHOLD_HU = -320.0
 AIRWAY_THRESHOLDS_HU = (-950.0, -975.0, -990.0, -920.0)
-_INPLANE = np.zeros((3, 3, 3), dtype=bool)
-_INPLANE[:, :, 1] = ndimage.generate_binary_structure(2, 1)
-
-
-def _border_connected_2d(mask: np.ndarray) -> np.ndarray:
-    """Voxels of ``mask`` connected (in-plane, per slice) to the i/j border of their slice."""
-    lab, n = ndimage.label(mask, structure=_INPLANE)
-    if n == 0:
-        return np.zeros_like(mask)
-    edge = np.unique(np.concatenate([lab[0].ravel(), lab[-1].ravel(), lab[:, 0].ravel(), lab[:, -1].ravel()]))
-    keep = np.zeros(n + 1, dtype=bool)
-    keep[edge] = True
-    keep[0] = False
-    return keep[lab]
-
-
-def _fill_holes_2d(mask: np.ndarray) -> np.ndarray:
-    """Fill holes of ``mask`` in every axial slice (index k) separately."""
-    return mask | (~mask & ~_border_connected_2d(~mask))
-
-
 def _find_trachea_seed(dark: np.ndarray, cand: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray | None:
     """Boolean seed (one slice) of the trachea: a round dark blob near the midline in the upper slices.
 
@@ -110,8 +90,8 @@ def _airways(smooth: np.ndarray, cand: np.ndarray, spacing: tuple[float, float, 
         if tree.sum() * voxel_ml <= 250.0:  # a plausible airway tree, not the lungs
             # take in the partial-volume rim of the lumen: conditional dilation into dark voxels (~3 mm)
             steps = max(1, int(np.ceil(3.0 / min(spacing[0], spacing[1]))))
-            tree = ndimage.binary_dilation(tree, structure=_INPLANE, iterations=steps, mask=smooth < -500)
-            return ndimage.binary_dilation(tree, structure=_INPLANE)
+            tree = ndimage.binary_dilation(tree, structure=INPLANE, iterations=steps, mask=smooth < -500)
+            return ndimage.binary_dilation(tree, structure=INPLANE)
         log.debug("airway growth at %.0f HU leaked (%.0f ml), trying stricter", thr, tree.sum() * voxel_ml)
     return np.zeros_like(cand)
 
@@ -121,21 +101,6 @@ def _lr_axis(geometry: Geometry) -> tuple[int, float]:
     d = geometry.direction_matrix
     ax = int(np.argmax(np.abs(d[0, :])))
     return ax, float(np.sign(d[0, ax]) or 1.0)
-
-
-def _split_merged(comp: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cut one component holding both lungs at the narrowest column near its centre, per slice."""
-    a = np.moveaxis(comp, axis, 0)
-    idx = np.flatnonzero(a.any(axis=(1, 2)))
-    lo, hi = idx[0], idx[-1]
-    profile = a.sum(axis=(1, 2))
-    c0, c1 = int(lo + 0.35 * (hi - lo)), int(lo + 0.65 * (hi - lo)) + 1
-    cut = c0 + int(np.argmin(profile[c0:c1]))
-    first = np.zeros_like(a)
-    first[:cut] = a[:cut]
-    second = np.zeros_like(a)
-    second[cut + 1 :] = a[cut + 1 :]  # the cut column itself stays background
-    return np.moveaxis(first, 0, axis), np.moveaxis(second, 0, axis)
 
 
 def segment_lungs(hu: np.ndarray, geometry: Geometry) -> np.ndarray:
@@ -159,7 +124,7 @@ def segment_lungs(hu: np.ndarray, geometry: Geometry) -> np.ndarray:
     smooth = ndimage.gaussian_filter(hu.astype(np.float32), sigma=(0.7, 0.7, 0.0))
 
     cand = smooth < LUNG_THRESHOLD_HU
-    cand &= ~_border_connected_2d(cand)
+    cand &= ~border_connected_2d(cand)
     cand &= ~_airways(smooth, cand, spacing)  # type: ignore[arg-type]
 
     lab, n = ndimage.label(cand)
@@ -173,15 +138,15 @@ def segment_lungs(hu: np.ndarray, geometry: Geometry) -> np.ndarray:
     if len(big) == 2 and sizes[big[1] - 1] >= 0.2 * sizes[big[0] - 1]:
         lungs = [lab == big[0], lab == big[1]]
     elif big:
-        lungs = list(_split_merged(lab == big[0], axis))
+        lungs = list(split_merged(lab == big[0], axis))
     else:
         return out
 
     filled = []
     for m in lungs:
-        m = _fill_holes_2d(m)
-        m = ndimage.binary_closing(m, structure=_INPLANE, iterations=2)
-        filled.append(_fill_holes_2d(m))
+        m = fill_holes_2d(m)
+        m = ndimage.binary_closing(m, structure=INPLANE, iterations=2)
+        filled.append(fill_holes_2d(m))
     # voxels claimed by both after closing go to the lung they originally belonged to
     both = filled[0] & filled[1]
     filled[0] &= ~both | lungs[0]

@@ -98,7 +98,7 @@ def load_ct(path: str | Path, max_gap_tolerance: float = 0.05) -> tuple[np.ndarr
 
 
 def _load_dicom_folder(folder: Path, max_gap_tolerance: float) -> tuple[np.ndarray, Geometry]:
-    from lungseg.data.dicom import _best_series, find_ct_series, load_ct_series, scan_dicom_tree
+    from lungseg.data.dicom import best_series, find_ct_series, load_ct_series, scan_dicom_tree
 
     name = str(folder)
     patients = scan_dicom_tree(folder)
@@ -112,7 +112,7 @@ def _load_dicom_folder(folder: Path, max_gap_tolerance: float) -> tuple[np.ndarr
     if not usable:
         notes = [f"series {uid}: {why}" for uid, why in ignored.items()] + list(patient.errors)
         raise CaseError(name, "no axial CT series found" + (f" ({'; '.join(notes)})" if notes else ""))
-    uid = _best_series(usable)
+    uid = best_series(usable)
     if len(usable) > 1:
         log.info("%s: %d axial CT series, using %s (%d slices)", name, len(usable), uid, len(usable[uid]))
     hu, geometry = load_ct_series(usable[uid], name, max_gap_tolerance)
@@ -257,13 +257,13 @@ def postprocess_box(
     ``min_component_ml`` (0 = all of them). Two lungs: the two largest components,
     unless the second is under :data:`MERGED_RATIO` of the largest, in which case the
     largest holds both lungs and is cut along axis 0 at its narrowest column near its
-    centre (:func:`lungseg.baseline._split_merged`). The lung whose centroid lies further
+    centre (:func:`lungseg.morphology.split_merged`). The lung whose centroid lies further
     toward the patient's right is label 1 (``right_axis_positive``: larger axis-0 index is
     the patient's right, true in canonical RAS); extra kept components go to the side of
     the nearer lung centroid. With ``fill_holes`` each lung's holes are filled per axial
     slice (axis 2).
     """
-    from lungseg.baseline import _fill_holes_2d, _split_merged
+    from lungseg.morphology import fill_holes_2d, split_merged
 
     out = np.zeros(mask.shape, dtype=np.uint8)
     if not mask.any():
@@ -288,7 +288,7 @@ def postprocess_box(
         sl, m = lungs[0]
         if len(order) > 1 and cfg.keep_components == 0:
             extras = [lungs[1], *extras]
-        a, b = _split_merged(m, 0)
+        a, b = split_merged(m, 0)
         lungs = [(sl, a), (sl, b)] if a.any() and b.any() else [lungs[0]]
     elif cfg.keep_components == 1:
         lungs = lungs[:1]
@@ -314,7 +314,7 @@ def postprocess_box(
             inner = _bbox(m)
             sub = m[inner]
             filled = np.zeros_like(m)
-            filled[inner] = _fill_holes_2d(sub)
+            filled[inner] = fill_holes_2d(sub)
             m = filled
         view = out[sl]
         view[m & (view == 0)] = side

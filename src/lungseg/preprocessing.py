@@ -162,13 +162,13 @@ def thorax_box(
     centre, so that a lung that is entirely collapsed (no air) is still inside the box when
     the other lung is not. Without such air the body box is returned unchanged.
     """
-    from lungseg.baseline import _border_connected_2d
+    from lungseg.morphology import border_connected_2d
 
     step = _coarse_steps(spacing_mm)
     b_lo, b_hi = body
     coarse = hu[b_lo[0] : b_hi[0] : step[0], b_lo[1] : b_hi[1] : step[1], b_lo[2] : b_hi[2] : step[2]]
     air = coarse < air_threshold_hu
-    inside = air & ~_border_connected_2d(air)
+    inside = air & ~border_connected_2d(air)
     labels, n = ndimage.label(inside, structure=np.ones((3, 3, 3)))
     voxel_ml = float(np.prod(np.asarray(spacing_mm) * np.asarray(step))) / 1000.0
     sizes_ml = np.bincount(labels.ravel())[1:] * voxel_ml

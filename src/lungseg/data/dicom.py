@@ -433,7 +433,7 @@ def find_ct_series(patient: PatientFiles) -> tuple[dict[str, list[DicomFile]], d
     return usable, ignored
 
 
-def _best_series(usable: dict[str, list[DicomFile]]) -> str:
+def best_series(usable: dict[str, list[DicomFile]]) -> str:
     """ORIGINAL/PRIMARY series first, then the one with the most slices, then by UID."""
 
     def key(uid: str) -> tuple[int, int, str]:
@@ -657,7 +657,7 @@ def _referenced_series(rs: DicomFile, usable: dict[str, list[DicomFile]], ignore
                     f"references series {bad[0]}, which is not a usable CT series ({ignored[bad[0]]})"
                 )
             raise ValueError(
-                f"references series {', '.join(sorted(series))}, not the CT series {_best_series(usable)}"
+                f"references series {', '.join(sorted(series))}, not the CT series {best_series(usable)}"
             )
         uid = found[0]
     else:
@@ -665,9 +665,9 @@ def _referenced_series(rs: DicomFile, usable: dict[str, list[DicomFile]], ignore
         if not in_for:
             raise ValueError(
                 f"references frame of reference {', '.join(sorted(fors)) or 'none'}, "
-                f"not the CT series {_best_series(usable)}"
+                f"not the CT series {best_series(usable)}"
             )
-        uid = _best_series(in_for)
+        uid = best_series(in_for)
     ct_for = str(usable[uid][0].header.get("FrameOfReferenceUID", ""))
     if fors and ct_for not in fors:
         raise ValueError(

@@ -1,0 +1,45 @@
+"""Per-slice and component morphology shared by the baseline, the crop and the Segmenter's clean-up.
+
+Arrays are ``[i, j, k]`` with ``k`` the axial slice index (any in-plane axis order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+INPLANE = np.zeros((3, 3, 3), dtype=bool)
+INPLANE[:, :, 1] = ndimage.generate_binary_structure(2, 1)
+
+
+def border_connected_2d(mask: np.ndarray) -> np.ndarray:
+    """Voxels of ``mask`` connected (in-plane, per slice) to the i/j border of their slice."""
+    lab, n = ndimage.label(mask, structure=INPLANE)
+    if n == 0:
+        return np.zeros_like(mask)
+    edge = np.unique(np.concatenate([lab[0].ravel(), lab[-1].ravel(), lab[:, 0].ravel(), lab[:, -1].ravel()]))
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[edge] = True
+    keep[0] = False
+    return keep[lab]
+
+
+def fill_holes_2d(mask: np.ndarray) -> np.ndarray:
+    """Fill holes of ``mask`` in every axial slice (index k) separately."""
+    return mask | (~mask & ~border_connected_2d(~mask))
+
+
+def split_merged(comp: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut one component holding both lungs at the narrowest column near its centre along ``axis``
+    (the left-right axis); the cut column stays background."""
+    a = np.moveaxis(comp, axis, 0)
+    idx = np.flatnonzero(a.any(axis=(1, 2)))
+    lo, hi = idx[0], idx[-1]
+    profile = a.sum(axis=(1, 2))
+    c0, c1 = int(lo + 0.35 * (hi - lo)), int(lo + 0.65 * (hi - lo)) + 1
+    cut = c0 + int(np.argmin(profile[c0:c1]))
+    first = np.zeros_like(a)
+    first[:cut] = a[:cut]
+    second = np.zeros_like(a)
+    second[cut + 1 :] = a[cut + 1 :]
+    return np.moveaxis(first, 0, axis), np.moveaxis(second, 0, axis)
