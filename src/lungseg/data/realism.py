@@ -102,6 +102,7 @@ def _bowel_gas(ph: Phantom, r: np.random.Generator, k_max: int) -> tuple[np.ndar
     inner = ndimage.binary_erosion(body, iterations=max(1, int(round(12 / sp[0]))), border_value=0)
     cand = np.argwhere(inner & (hu[:, :, : k_max + 1] > -200) & (hu[:, :, : k_max + 1] < 200))
     placed = 0
+    inner_full = _pad_to(inner, hu.shape)  # once: the pockets below index into it
     if len(cand) == 0:
         return hu, 0
     for _ in range(int(r.integers(3, 13))):
@@ -111,7 +112,7 @@ def _bowel_gas(ph: Phantom, r: np.random.Generator, k_max: int) -> tuple[np.ndar
         margin = tuple(slice(max(s.start - int(6 / sp[a]) - 1, 0), s.stop + int(6 / sp[a]) + 1) for a, s in enumerate(sl))
         if lungs[margin].any():
             continue
-        inside &= _pad_to(inner, hu.shape)[sl]
+        inside &= inner_full[sl]
         soft = ndimage.gaussian_filter(inside.astype(np.float32), sigma=0.7)
         gas = np.float32(-1000 + r.normal(0, 15))
         hu[sl] += soft * (gas - hu[sl])
