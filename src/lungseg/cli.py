@@ -75,7 +75,25 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     outside = args.params == DEFAULT_PARAMS and not args.params.exists()
     params = Params() if outside else load_params(args.params)
     predict.run(params, args.inputs, args.out, model=args.model, overlay=args.overlay,
-                params_path=None if outside else args.params)
+                params_path=None if outside else args.params, output_types=args.output_type or ["nifti"],
+                statistics=args.statistics, threshold=args.threshold, postprocess=not args.no_postprocess,
+                device=args.device, progress=not args.quiet)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"lungseg {version('lungseg')}"
+    except PackageNotFoundError:
+        return "lungseg (not installed)"
+
+
+def _threshold(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: a probability strictly between 0 and 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="params file (default: params.yaml)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("synthesize", help="write the synthetic LCTSC-style cohort (DICOM CT + RTSTRUCT)")
@@ -127,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a .keras file, a saved segmenter folder or an MLflow model URI "
                    "(default: models:/<tracking.registered_model>@champion of the project's registry)")
     p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png (three planes, lung contours)")
+    p.add_argument("--output-type", nargs="+", choices=["nifti", "dicom-seg", "rtstruct"], metavar="TYPE",
+                   help="one or more of nifti (<name>_lungs.nii.gz, the default), dicom-seg (<name>_seg.dcm) and "
+                   "rtstruct (<name>_rtstruct.dcm, ROIs Lung_R/Lung_L); the DICOM ones need a DICOM folder input")
+    p.add_argument("--statistics", action="store_true",
+                   help="also write <name>_statistics.json: per lung volume, mean HU, emphysema index (%% below -950 HU)")
+    p.add_argument("--threshold", type=_threshold, help="probability threshold (default: the model's, 0.5)")
+    p.add_argument("--no-postprocess", action="store_true",
+                   help="threshold only: keep every component, fill no holes (lungs still split right/left)")
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
+                   help="auto/cpu: the bundle's ONNX network (no TensorFlow) when it has one, else Keras; "
+                   "gpu: Keras on TensorFlow's GPU (error if none)")
+    p.add_argument("-q", "--quiet", action="store_true", dest="quiet_here", help="warnings and errors only, no progress bar")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("evaluate", help="test-split metrics and figures; registers the model, moves the alias")
@@ -142,8 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lungseg`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    args.quiet = args.quiet or getattr(args, "quiet_here", False)  # `lungseg -q predict` or `lungseg predict -q`
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -77,7 +77,8 @@ class CaseInputs:
 def evaluate_case(segmenter, inputs: CaseInputs, with_baseline: bool = True):  # noqa: ANN001, ANN201
     """Score the Segmenter (and optionally the baseline) on one case.
 
-    Returns ``(unet_row, baseline_row or None, segmentation)``; rows are flat dicts of floats.
+    Returns ``(unet_row, baseline_row or None, segmentation)``; rows are flat dicts of floats
+    (plus ``case`` and the U-Net's quality-warning codes, ``warnings``).
     """
     from lungseg.baseline import segment_lungs
     from lungseg.preprocessing import preprocess_mask
@@ -92,6 +93,7 @@ def evaluate_case(segmenter, inputs: CaseInputs, with_baseline: bool = True):  #
         "preprocess_max_abs_diff": float(np.max(np.abs(seg.network_image - inputs.net_image))),
         **geometry_metrics(seg.labels, inputs.truth, inputs.geometry),
         **{f"seconds_{k}": v for k, v in seg.timings_s.items()},
+        "warnings": "; ".join(w.split(":")[0] for w in seg.warnings),  # the codes (lungseg.quality)
     }
     base = None
     if with_baseline:

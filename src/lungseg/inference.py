@@ -24,7 +24,6 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from lungseg.preprocessing import (
     resample_to_box,
     to_canonical,
 )
+from lungseg.quality import assess
 
 log = logging.getLogger(__name__)
 
@@ -169,17 +169,25 @@ def read_config_json(path: Path) -> tuple[PreprocessConfig, PostprocessConfig]:
 
 def write_bundle(
     out_dir: Path, model_path: Path, preprocess: PreprocessConfig, postprocess: PostprocessConfig,
-    refine: tuple[Path, RefineConfig] | None = None,
+    refine: tuple[Path, RefineConfig] | None = None, onnx: bool = True,
 ) -> Path:
     """Write a model bundle folder: a copy of ``model_path`` as ``model.keras``, with ``refine``
-    the stage-2 network as ``refine.keras``, and the config JSON."""
+    the stage-2 network as ``refine.keras``, and the config JSON; with ``onnx`` each network
+    also as ``.onnx`` (see :mod:`lungseg.onnx_model`: prediction without importing TensorFlow)."""
     import shutil
+
+    from lungseg.onnx_model import SUFFIX, export_onnx
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_path, out_dir / MODEL_FILE)
+    if onnx:
+        export_onnx(out_dir / MODEL_FILE, (out_dir / MODEL_FILE).with_suffix(SUFFIX))
     if refine is not None:
         shutil.copyfile(refine[0], out_dir / REFINE_FILE)
+        if onnx:
+            export_onnx(out_dir / REFINE_FILE, (out_dir / REFINE_FILE).with_suffix(SUFFIX),
+                        sample_size=2 ** (refine[1].depth + 1))
     content = config_json(preprocess, postprocess, refine[1] if refine else None)
     (out_dir / CONFIG_FILE).write_text(json.dumps(content, indent=2) + "\n")
     return out_dir
@@ -220,6 +228,7 @@ class Segmentation:
         grid: How the network grid maps onto the CT grid.
         volumes_ml: ``right``, ``left`` and ``total`` lung volume in mL (voxel counts x voxel volume).
         timings_s: Seconds spent in ``preprocess``, ``infer``, ``map_back``, ``postprocess``.
+        quality: :func:`lungseg.quality.assess`'s ``{"warnings": [...], "checks": {...}}``.
     """
 
     labels: np.ndarray
@@ -228,6 +237,12 @@ class Segmentation:
     grid: GridMap
     volumes_ml: dict[str, float]
     timings_s: dict[str, float] = field(default_factory=dict)
+    quality: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Plain-language quality warnings (empty when none; see :mod:`lungseg.quality`)."""
+        return list(self.quality.get("warnings", []))
 
     @property
     def probability(self) -> np.ndarray:
@@ -339,6 +354,41 @@ def load_keras_model(path: str | Path, hint: str = "") -> Any:
         raise LungsegError(f"{path}: cannot load the Keras model ({type(e).__name__}: {e}){hint}") from e
 
 
+DEVICES = ("auto", "cpu", "gpu")
+
+
+def load_network(path: str | Path, device: str = "auto", hint: str = "", onnx: bool = True) -> Any:
+    """Load a network for inference: its ``.onnx`` twin through ONNX Runtime when there is one
+    (no TensorFlow import; see :mod:`lungseg.onnx_model`) unless ``device`` is ``gpu``, else the
+    ``.keras`` file through Keras (on ``gpu``, TensorFlow must find one; on ``cpu``, GPUs are hidden).
+    ``onnx=False`` always uses Keras.
+
+    Raises:
+        LungsegError: one line naming the file, or the missing GPU.
+    """
+    import os
+
+    from lungseg.onnx_model import SUFFIX, OnnxModel, available
+
+    if device not in DEVICES:
+        raise LungsegError(f"device {device!r}: expected one of {', '.join(DEVICES)}")
+    onnx_file = Path(path).with_suffix(SUFFIX)
+    if onnx and device != "gpu" and onnx_file.is_file() and available():
+        try:
+            return OnnxModel(onnx_file)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types for bad files
+            raise LungsegError(f"{onnx_file}: cannot load the ONNX model ({type(e).__name__}: {e}){hint}") from e
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = "-1"  # takes effect only before TensorFlow starts
+    model = load_keras_model(path, hint)
+    if device == "gpu":
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            raise LungsegError("--device gpu: TensorFlow finds no GPU on this machine (use --device cpu)")
+    return model
+
+
 class Segmenter:
     """A loaded model plus its preprocessing and post-processing config.
 
@@ -365,13 +415,15 @@ class Segmenter:
     @classmethod
     def load(
         cls, path: str | Path, params_path: str | Path | None = DEFAULT_PARAMS,
-        postprocess: PostprocessConfig | None = None,
+        postprocess: PostprocessConfig | None = None, device: str = "auto", onnx: bool = True,
     ) -> Segmenter:
         """Load a ``.keras`` file, a bundle folder or a saved pyfunc folder.
 
         The configs come from the bundle's ``lungseg_config.json``; without one, from
         ``params_path`` (the project's ``params.yaml``) if it exists, else the defaults.
-        ``postprocess`` overrides the post-processing config.
+        ``postprocess`` overrides the post-processing config. ``device`` picks the runtime
+        (see :func:`load_network`): a bundle's ``.onnx`` networks run without TensorFlow
+        unless ``onnx`` is false.
         """
         model_file, cfg_file = find_bundle(path)
         if cfg_file is not None:
@@ -389,10 +441,18 @@ class Segmenter:
             if refine_cfg is not None:
                 from lungseg.refine import Refiner
 
-                refiner = Refiner(load_keras_model(model_file.parent / REFINE_FILE), refine_cfg)
-        segmenter = cls(load_keras_model(model_file), pre, postprocess or post, refiner)
-        segmenter.predict_network(np.zeros(pre.shape, dtype=np.float32))  # warm-up: first call traces
+                refiner = Refiner(load_network(model_file.parent / REFINE_FILE, device, onnx=onnx), refine_cfg)
+        segmenter = cls(load_network(model_file, device, onnx=onnx), pre, postprocess or post, refiner)
+        if segmenter.runtime == "keras":
+            segmenter.predict_network(np.zeros(pre.shape, dtype=np.float32))  # warm-up: first call traces
         return segmenter
+
+    @property
+    def runtime(self) -> str:
+        """``onnxruntime`` or ``keras``: what runs the network."""
+        from lungseg.onnx_model import OnnxModel
+
+        return "onnxruntime" if isinstance(self.model, OnnxModel) else "keras"
 
     def predict_network(self, image: np.ndarray) -> np.ndarray:
         """Network-grid image ``(D, H, W)`` -> float32 probabilities ``(D, H, W)`` (batch of one)."""
@@ -447,7 +507,10 @@ class Segmenter:
         v = geometry.voxel_volume_ml
         volumes = {"right": float(counts[RIGHT]) * v, "left": float(counts[LEFT]) * v}
         volumes["total"] = volumes["right"] + volumes["left"]
-        return Segmentation(labels, net_prob, image, grid, volumes, timings)
+        t = time.perf_counter()
+        quality = assess(canonical_labels, volumes, hu, prob_box)
+        timings["quality"] = time.perf_counter() - t
+        return Segmentation(labels, net_prob, image, grid, volumes, timings, quality)
 
     def segment_path(self, path: str | Path) -> tuple[Segmentation, np.ndarray, Geometry]:
         """Read a CT (see :func:`load_ct`) and segment it; returns ``(segmentation, hu, geometry)``."""
@@ -457,88 +520,3 @@ class Segmenter:
         seg = self.segment(hu, geometry)
         seg.timings_s = {"load": load_s, **seg.timings_s}
         return seg, hu, geometry
-
-
-# --------------------------------------------------------------------------- batches of files
-
-
-@dataclass(frozen=True)
-class CaseResult:
-    """Outcome of one input of :func:`predict_paths` (``error`` is None on success)."""
-
-    input: str
-    name: str
-    mask: Path | None = None
-    report: Path | None = None
-    overlay: Path | None = None
-    volumes_ml: dict[str, float] | None = None
-    error: str | None = None
-
-
-def _unique_names(paths: Sequence[Path]) -> list[str]:
-    names, taken = [], set()
-    for p in paths:
-        base, name, n = case_name(p), case_name(p), 1
-        while name.lower() in taken:
-            n += 1
-            name = f"{base}_{n}"
-        taken.add(name.lower())
-        names.append(name)
-    return names
-
-
-def predict_paths(
-    inputs: Iterable[str | Path], out_dir: str | Path, segmenter: Segmenter, overlay: bool = False,
-    progress: bool = True,
-) -> list[CaseResult]:
-    """Segment NIfTI files and/or DICOM folders; an error in one case does not stop the batch.
-
-    Per case writes ``<name>_lungs.nii.gz`` (uint8, the input's shape and affine; 1 right,
-    2 left), ``<name>.json`` (volumes in mL, timings in s, input, shapes) and, with
-    ``overlay``, ``<name>_overlay.png`` (three planes, CT with the lung contours).
-    A failing case is logged as one line and returned with ``error`` set.
-    """
-    from tqdm import tqdm
-
-    from lungseg.data.nifti import write_nifti
-
-    paths = [Path(p) for p in inputs]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for path, name in tqdm(list(zip(paths, _unique_names(paths))), desc="predict", unit="case", disable=not progress):
-        try:
-            t0 = time.perf_counter()
-            seg, hu, geometry = segmenter.segment_path(path)
-            t = time.perf_counter()
-            mask_path = out / f"{name}_lungs.nii.gz"
-            write_nifti(seg.labels, geometry, mask_path, np.uint8)
-            seg.timings_s["write"] = time.perf_counter() - t
-            png = None
-            if overlay:
-                from lungseg.figures import CaseView, plot_cases_three_planes
-
-                t = time.perf_counter()
-                png = plot_cases_three_planes(
-                    [CaseView(name, hu, seg.labels, geometry)], out / f"{name}_overlay.png",
-                    f"{name}: right lung red, left cyan",
-                )
-                seg.timings_s["overlay"] = time.perf_counter() - t
-            seg.timings_s["total"] = time.perf_counter() - t0
-            report = out / f"{name}.json"
-            report.write_text(json.dumps({
-                "input": str(path),
-                "mask": mask_path.name,
-                "shape": list(geometry.shape),
-                "spacing_mm": [round(s, 4) for s in geometry.spacing_mm],
-                "volumes_ml": {k: round(v, 2) for k, v in seg.volumes_ml.items()},
-                "timings_s": {k: round(v, 3) for k, v in seg.timings_s.items()},
-            }, indent=2) + "\n")  # fmt: skip
-            results.append(CaseResult(str(path), name, mask_path, report, png, seg.volumes_ml))
-            log.info("%s: right %.0f mL, left %.0f mL (%.1f s)", name, seg.volumes_ml["right"],
-                     seg.volumes_ml["left"], seg.timings_s["total"])
-        except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
-            message = str(e) if isinstance(e, CaseError) else f"{path}: {type(e).__name__}: {e}"
-            log.error("%s", message)
-            results.append(CaseResult(str(path), name, error=message))
-    return results

@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import ndimage
@@ -33,7 +34,7 @@ from lungseg.metrics import dice, iou, surface_distances
 
 log = logging.getLogger(__name__)
 
-Segment = Callable[[np.ndarray, Geometry], np.ndarray]  # (hu, geometry) -> labels on the same grid
+Segment = Callable[[np.ndarray, Geometry], Any]  # (hu, geometry) -> labels on the same grid, or a Segmentation
 
 
 @dataclass(frozen=True)
@@ -152,11 +153,16 @@ def evaluate_real(
         except CaseError as e:
             log.error("real CT %s: %s", name, e)
             continue
-        labels = {method: segment(scan.hu, scan.geometry) for method, segment in methods.items()}
+        results = {method: segment(scan.hu, scan.geometry) for method, segment in methods.items()}
+        labels = {method: getattr(r, "labels", r) for method, r in results.items()}
         out[name] = {method: score(lab, scan) for method, lab in labels.items()}
+        for method, r in results.items():
+            if hasattr(r, "warnings"):  # a Segmentation (lungseg.inference): its quality warnings
+                out[name][method]["warnings"] = r.warnings
         if on_labels is not None:
             on_labels(scan, labels)
         log.info("real CT %s (%s coverage): %s", name, scan.coverage, "; ".join(
             f"{m} Dice {r['dice']:.4f}, {r['volume_ml']:.0f} mL" if "dice" in r else f"{m} {r['volume_ml']:.1f} mL"
-            for m, r in out[name].items()))
+            for m, r in out[name].items()) + "".join(f"; {m}: {w}" for m, r in out[name].items()
+                                                  for w in r.get("warnings", [])))
     return out

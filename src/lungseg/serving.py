@@ -40,7 +40,8 @@ from lungseg.inference import Segmenter, is_model_uri, write_bundle
 log = logging.getLogger(__name__)
 
 ARTIFACT = "segmenter"
-_REQUIREMENTS = ("tensorflow", "keras", "numpy", "scipy", "nibabel", "pydicom", "pyyaml", "tqdm", "matplotlib")
+_REQUIREMENTS = ("tensorflow", "keras", "onnxruntime", "numpy", "scipy", "nibabel", "pydicom", "pyyaml", "tqdm",
+                 "matplotlib")
 
 
 class RequestError(MlflowException):
@@ -80,7 +81,8 @@ def decode_input(item: Any, index: int) -> bytes:
 
 
 def segment_nifti_bytes(segmenter: Segmenter, data: bytes, name: str) -> dict[str, Any]:
-    """One CT (NIfTI file contents) -> ``{"mask": base64 .nii.gz, "volume_ml": {...}}``.
+    """One CT (NIfTI file contents) -> ``{"mask": base64 .nii.gz, "volume_ml": {...}, "warnings": [...]}``
+    (the quality warnings of :mod:`lungseg.quality`, also logged).
 
     Raises:
         CaseError: (naming ``name``) not NIfTI, not 3D, NaN voxels, ...
@@ -92,9 +94,12 @@ def segment_nifti_bytes(segmenter: Segmenter, data: bytes, name: str) -> dict[st
     check_volume(array, name)
     seg = segmenter.segment(np.asarray(array, dtype=np.float32), geometry)
     mask = nifti_bytes(seg.labels, geometry, np.uint8)
+    for w in seg.warnings:
+        log.warning("%s: %s", name, w)
     return {
         "mask": base64.b64encode(mask).decode("ascii"),
         "volume_ml": {k: round(float(v), 2) for k, v in seg.volumes_ml.items()},
+        "warnings": seg.warnings,
     }
 
 
@@ -197,7 +202,9 @@ def download_model(uri: str, dst: str | Path, tracking: TrackingConfig | None = 
         raise LungsegError(f"{uri}: cannot load the model{hint}: {first}") from e
 
 
-def load_segmenter(model: str | None, tracking: TrackingConfig, params_path: str | Path | None = None) -> Segmenter:
+def load_segmenter(
+    model: str | None, tracking: TrackingConfig, params_path: str | Path | None = None, device: str = "auto",
+) -> Segmenter:
     """The Segmenter for ``lungseg predict --model``.
 
     Args:
@@ -208,8 +215,8 @@ def load_segmenter(model: str | None, tracking: TrackingConfig, params_path: str
         params_path: ``params.yaml`` to take configs from when a bare ``.keras`` has none beside it.
     """
     if model is not None and not is_model_uri(model):
-        return Segmenter.load(model, params_path=params_path)
+        return Segmenter.load(model, params_path=params_path, device=device)
     uri = model or champion_uri(tracking)
     with tempfile.TemporaryDirectory() as tmp:
         local = download_model(uri, tmp, tracking)
-        return Segmenter.load(local, params_path=None)
+        return Segmenter.load(local, params_path=None, device=device)

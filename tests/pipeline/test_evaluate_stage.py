@@ -28,6 +28,7 @@ def test_evaluate_reports_unet_and_baseline_per_case(reproduced: Path) -> None: 
     rows = list(csv.DictReader((reproduced / "reports/per_case.csv").open()))
     assert sorted(r["case"] for r in rows if r["method"] == "unet") == sorted(split["test"])
     unet = [r for r in rows if r["method"] == "unet"]
+    assert {c for c, codes in metrics["warnings"].items() if codes} == {r["case"] for r in unet if r["warnings"]}
     assert all(float(r["preprocess_max_abs_diff"]) < 1e-4 for r in unet)  # the Segmenter = the preprocess stage
     for case in split["test"]:
         assert (reproduced / "reports/figures/test" / f"{case}.png").stat().st_size > 10_000
@@ -42,6 +43,8 @@ def test_evaluate_scores_the_real_cts_separately(reproduced: Path) -> None:  # n
     assert 0.0 <= chest["unet"]["dice"] <= 1.0 and chest["baseline"]["dice"] > 0.95  # measured 0.964
     assert chest["unet"]["true_volume_ml"] == pytest.approx(chest["baseline"]["true_volume_ml"])
     assert "dice" not in no_lung["unet"] and no_lung["baseline"]["volume_ml"] < 5.0
+    codes = [w.split(":")[0] for w in no_lung["unet"]["warnings"]]  # the quality warnings, per real case
+    assert ("no lung" in codes) == (no_lung["unet"]["volume_ml"] < 50) and "warnings" not in no_lung["baseline"]
     assert not any(k.startswith("real_abdomen_lung_bases") for k in metrics)  # its relative path is missing here
     for case in ("copdgene_10002k", "abdomen_no_lung"):
         assert (reproduced / "reports/figures/real" / f"{case}.png").stat().st_size > 10_000

@@ -110,6 +110,8 @@ def test_server_segments_a_real_case_like_the_in_process_segmenter(
     np.testing.assert_allclose(g.affine_ras(), img.affine, atol=1e-4)
     assert set(np.unique(labels).tolist()) <= {0, 1, 2}
     vol = first["volume_ml"]
+    assert isinstance(first["warnings"], list) and all(isinstance(w, str) for w in first["warnings"])
+    assert ("no lung" in [w.split(":")[0] for w in first["warnings"]]) == (vol["total"] < 50)
     assert vol["right"] == pytest.approx((labels == 1).sum() * geometry.voxel_volume_ml, abs=0.01)
     assert vol["left"] == pytest.approx((labels == 2).sum() * geometry.voxel_volume_ml, abs=0.01)
     assert vol["total"] == pytest.approx(vol["right"] + vol["left"], abs=0.02)

@@ -23,3 +23,81 @@ def test_bad_params_key_is_one_line_error(tmp_path: Path, capsys) -> None:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
     assert "prepare.on_eror" in err[0] and "Traceback" not in err[0]
+
+
+# --------------------------------------------------------------------------- predict's options
+
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from lungseg.data.nifti import write_nifti  # noqa: E402
+from lungseg.data.synthetic import make_phantom  # noqa: E402
+
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "real-ct"
+PARAMS = "preprocess:\n  shape: [16, 16, 16]\n"
+
+
+def _constant_model(path: Path, logit: float) -> Path:
+    """A network whose output is sigmoid(logit) everywhere (e.g. a model that finds no lung)."""
+    import keras
+
+    inp = keras.Input((16, 16, 16, 1))
+    out = keras.layers.Conv3D(1, 1, activation="sigmoid", kernel_initializer="zeros",
+                              bias_initializer=keras.initializers.Constant(logit))(inp)
+    keras.Model(inp, out).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def case(tmp_path_factory) -> tuple[Path, Path, Path]:
+    tmp = tmp_path_factory.mktemp("cli")
+    ph = make_phantom(np.random.default_rng([5, 1]), False, max_matrix=64)
+    write_nifti(ph.hu, ph.geometry, tmp / "case.nii.gz", np.int16)
+    (tmp / "params.yaml").write_text(PARAMS)
+    return tmp / "case.nii.gz", _constant_model(tmp / "none.keras", -12.0), tmp / "params.yaml"
+
+
+def test_version(capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("lungseg ")
+
+
+def test_dicom_output_for_a_nifti_input_is_one_line_and_writes_nothing(case, tmp_path: Path, capsys) -> None:
+    ct, model, params = case
+    out = tmp_path / "out"
+    code = main(["--params", str(params), "predict", str(ct), "--out", str(out), "--model", str(model),
+                 "--output-type", "nifti", "rtstruct"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "case.nii.gz" in err[0] and "needs a DICOM series folder" in err[0]
+    assert not out.exists()
+
+
+def test_quiet_statistics_threshold_and_no_postprocess(case, tmp_path: Path, capsys) -> None:
+    ct, _, params = case
+    half = _constant_model(tmp_path / "half.keras", 0.0)  # probability 0.5 everywhere in the crop box
+    out = tmp_path / "out"
+    base = ["--params", str(params), "predict", str(ct), "--out", str(out), "--model", str(half), "--statistics"]
+    assert main([*base, "-q", "--threshold", "0.4", "--no-postprocess"]) == 0
+    assert "predict:" not in capsys.readouterr().err  # no progress bar
+    report = json.loads((out / "case.json").read_text())
+    stats = json.loads((out / "case_statistics.json").read_text())
+    assert report["volumes_ml"]["total"] > 0 and stats["total"]["volume_ml"] == pytest.approx(report["volumes_ml"]["total"], abs=0.05)
+    assert stats["right"]["mean_hu"] is not None and 0.0 <= stats["total"]["emphysema_index_pct"] <= 100.0
+    assert any(w.startswith("low confidence") for w in report["warnings"])  # all of it at p = 0.5
+    assert main([*base, "--threshold", "0.6"]) == 0  # above 0.5: nothing is lung
+    assert json.loads((out / "case.json").read_text())["volumes_ml"]["total"] == 0.0
+    with pytest.raises(SystemExit):
+        main([*base, "--threshold", "1.5"])
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} not present (shared real CTs beside the clone)")
+def test_no_lung_series_warns_and_exits_zero(case, tmp_path: Path, caplog) -> None:
+    _, none, params = case
+    series = REAL / "abdomen-lung-bases" / "no-lung-dicom"
+    assert main(["--params", str(params), "predict", str(series), "--out", str(tmp_path), "--model", str(none)]) == 0
+    report = json.loads((tmp_path / "no-lung-dicom.json").read_text())
+    assert [w.split(":")[0] for w in report["warnings"]] == ["no lung"]
+    assert any("no lung" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")

@@ -13,6 +13,7 @@ from lungseg.cli import main
 from lungseg.config import PostprocessConfig, PreprocessConfig
 from lungseg.data.geometry import Geometry
 from lungseg.data.nifti import read_nifti, write_nifti
+from lungseg.batch import predict_paths
 from lungseg.data.synthetic import make_phantom
 from lungseg.errors import CaseError
 from lungseg.inference import (
@@ -21,7 +22,6 @@ from lungseg.inference import (
     case_name,
     load_ct,
     postprocess_box,
-    predict_paths,
     resample_back_box,
     write_bundle,
 )
@@ -114,7 +114,7 @@ def test_output_on_the_input_grid_with_labels_and_volumes(phantom, oracle_result
     assert seg.volumes_ml["right"] == pytest.approx((seg.labels == 1).sum() * v)
     assert seg.volumes_ml["left"] == pytest.approx((seg.labels == 2).sum() * v)
     assert seg.volumes_ml["total"] == pytest.approx(seg.volumes_ml["right"] + seg.volumes_ml["left"])
-    assert set(seg.timings_s) == {"preprocess", "infer", "map_back", "postprocess"}
+    assert set(seg.timings_s) == {"preprocess", "infer", "map_back", "postprocess", "quality"}
     # a perfect network at 32^3 maps back onto the 96x96 grid closely, each lung on its own side
     assert dice(seg.labels > 0, truth > 0) >= 0.9
     assert dice(seg.labels == 1, truth == 1) >= 0.88

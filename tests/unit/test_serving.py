@@ -53,7 +53,7 @@ def test_contract_mask_has_the_inputs_shape_and_affine(pyfunc) -> None:
     _, model = pyfunc
     hu, g, b64 = _ct()
     out = model.predict([b64, b64])
-    assert len(out) == 2 and set(out[0]) == {"mask", "volume_ml"}
+    assert len(out) == 2 and set(out[0]) == {"mask", "volume_ml", "warnings"}
     raw = base64.b64decode(out[0]["mask"])
     assert raw[:2] == b"\x1f\x8b"  # .nii.gz
     labels, mg = read_nifti_bytes(raw, "mask")
@@ -64,6 +64,8 @@ def test_contract_mask_has_the_inputs_shape_and_affine(pyfunc) -> None:
     assert set(vol) == {"right", "left", "total"}
     assert vol["right"] == pytest.approx((labels == 1).sum() * g.voxel_volume_ml, abs=0.01)
     assert vol["total"] == pytest.approx(vol["right"] + vol["left"], abs=0.02)
+    codes = [w.split(":")[0] for w in out[0]["warnings"]]
+    assert ("no lung" in codes) == (vol["total"] < 50)  # a 24x20x12 toy scan holds well under 50 mL
     assert out[1] == out[0]
     # an uncompressed .nii and URL-safe base64 work too
     plain = base64.urlsafe_b64encode(gzip.decompress(base64.b64decode(b64))).decode()

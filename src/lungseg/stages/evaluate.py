@@ -72,6 +72,7 @@ def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | N
     if stage1_rows:
         metrics["stage1"] = summarize(stage1_rows)
     metrics["cascade"] = refine is not None
+    metrics["warnings"] = {r["case"]: r["warnings"].split("; ") for r in unet_rows if r["warnings"]}
     real = evaluate_real_ct(params, segmenter)
     metrics.update({f"real_{name}": rows for name, rows in real.items()})
     METRICS_JSON.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +105,7 @@ def evaluate_real_ct(params: Params, segmenter) -> dict:  # noqa: ANN001 - a Seg
     from lungseg.figures import CaseView, plot_cases_three_planes
     from lungseg.real_ct import evaluate_real, split_sides
 
-    methods = {"unet": lambda hu, geometry: segmenter.segment(hu, geometry).labels}
+    methods = {"unet": segmenter.segment}  # a Segmentation: its quality warnings go into the report
     if params.evaluate.baseline:
         methods["baseline"] = segment_lungs
     out_dir = Path(params.data.figures_dir) / "real"

@@ -1,0 +1,162 @@
+"""Segmenting batches of files: ``lungseg predict``'s work, one :class:`Segmenter` for all.
+
+Each input (a NIfTI file or a DICOM series folder) is segmented and written in the output
+types asked for; a failing case is one log line and does not stop the batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lungseg.data.geometry import Geometry
+from lungseg.errors import CaseError, LungsegError
+from lungseg.inference import Segmentation, Segmenter, case_name
+
+log = logging.getLogger(__name__)
+
+OUTPUT_TYPES = ("nifti", "dicom-seg", "rtstruct")
+SUFFIXES = {"nifti": "_lungs.nii.gz", "dicom-seg": "_seg.dcm", "rtstruct": "_rtstruct.dcm"}
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """Outcome of one input of :func:`predict_paths` (``error`` is None on success)."""
+
+    input: str
+    name: str
+    mask: Path | None = None
+    report: Path | None = None
+    overlay: Path | None = None
+    volumes_ml: dict[str, float] | None = None
+    error: str | None = None
+    outputs: dict[str, Path] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+def _unique_names(paths: Sequence[Path]) -> list[str]:
+    names, taken = [], set()
+    for p in paths:
+        base, name, n = case_name(p), case_name(p), 1
+        while name.lower() in taken:
+            n += 1
+            name = f"{base}_{n}"
+        taken.add(name.lower())
+        names.append(name)
+    return names
+
+
+def check_output_types(inputs: Sequence[Path], output_types: Sequence[str]) -> None:
+    """Refuse, before anything is read or written, output types an input cannot have.
+
+    Raises:
+        LungsegError: an unknown type, or a DICOM output for an input that is not a DICOM folder.
+    """
+    unknown = [t for t in output_types if t not in OUTPUT_TYPES]
+    if unknown or not output_types:
+        raise LungsegError(f"--output-type {' '.join(unknown) or '(none)'}: expected some of {', '.join(OUTPUT_TYPES)}")
+    dicom_out = [t for t in output_types if t != "nifti"]
+    for path in inputs:
+        if dicom_out and not Path(path).is_dir():
+            raise LungsegError(f"{path}: --output-type {dicom_out[0]} needs a DICOM series folder as input "
+                               "(DICOM outputs reference the input series; use --output-type nifti for NIfTI input)")
+
+
+def _write_outputs(
+    seg: Segmentation, geometry: Geometry, path: Path, out: Path, name: str, output_types: Sequence[str]
+) -> dict[str, Path]:
+    from lungseg.data.nifti import write_nifti
+
+    written = {}
+    for kind in output_types:
+        dst = out / f"{name}{SUFFIXES[kind]}"
+        if kind == "nifti":
+            write_nifti(seg.labels, geometry, dst, np.uint8)
+        elif kind == "dicom-seg":
+            from lungseg.data.dicom_export import write_dicom_seg
+
+            write_dicom_seg(seg.labels, path, dst)
+        else:
+            from lungseg.data.dicom_export import write_rtstruct
+
+            write_rtstruct(seg.labels, path, dst)
+        written[kind] = dst
+    return written
+
+
+def predict_paths(
+    inputs: Iterable[str | Path], out_dir: str | Path, segmenter: Segmenter, overlay: bool = False,
+    progress: bool = True, output_types: Sequence[str] = ("nifti",), statistics: bool = False,
+) -> list[CaseResult]:
+    """Segment NIfTI files and/or DICOM folders; an error in one case does not stop the batch.
+
+    Per case writes, as ``output_types`` asks: ``<name>_lungs.nii.gz`` (uint8, the input's
+    shape and affine; 1 right, 2 left), ``<name>_seg.dcm`` (DICOM SEG) and/or
+    ``<name>_rtstruct.dcm`` (RTSTRUCT, ROIs ``Lung_R``/``Lung_L``), both referencing the input
+    DICOM series; always ``<name>.json`` (volumes in mL, quality warnings and their checks,
+    timings in s, input, shapes); with ``statistics`` ``<name>_statistics.json`` (per lung
+    volume, mean HU, emphysema index; :func:`lungseg.quality.lung_statistics`); with
+    ``overlay`` ``<name>_overlay.png`` (three planes, CT with the lung contours).
+    A failing case is logged as one line and returned with ``error`` set; warnings are logged.
+    """
+    from tqdm import tqdm
+
+    paths = [Path(p) for p in inputs]
+    check_output_types(paths, output_types)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for path, name in tqdm(list(zip(paths, _unique_names(paths))), desc="predict", unit="case", disable=not progress):
+        try:
+            t0 = time.perf_counter()
+            seg, hu, geometry = segmenter.segment_path(path)
+            t = time.perf_counter()
+            written = _write_outputs(seg, geometry, path, out, name, output_types)
+            seg.timings_s["write"] = time.perf_counter() - t
+            if statistics:
+                from lungseg.quality import lung_statistics
+
+                stats_path = out / f"{name}_statistics.json"
+                stats_path.write_text(json.dumps(lung_statistics(seg.labels, hu, geometry.voxel_volume_ml), indent=2) + "\n")
+                written["statistics"] = stats_path
+            png = None
+            if overlay:
+                from lungseg.figures import CaseView, plot_cases_three_planes
+
+                t = time.perf_counter()
+                png = plot_cases_three_planes(
+                    [CaseView(name, hu, seg.labels, geometry)], out / f"{name}_overlay.png",
+                    f"{name}: right lung red, left cyan",
+                )
+                seg.timings_s["overlay"] = time.perf_counter() - t
+            seg.timings_s["total"] = time.perf_counter() - t0
+            report = out / f"{name}.json"
+            report.write_text(json.dumps({
+                "input": str(path),
+                "mask": written["nifti"].name if "nifti" in written else None,
+                "outputs": {k: v.name for k, v in written.items()},
+                "shape": list(geometry.shape),
+                "spacing_mm": [round(s, 4) for s in geometry.spacing_mm],
+                "volumes_ml": {k: round(v, 2) for k, v in seg.volumes_ml.items()},
+                "warnings": seg.warnings,
+                "quality": seg.quality.get("checks", {}),
+                "runtime": segmenter.runtime,
+                "timings_s": {k: round(v, 3) for k, v in seg.timings_s.items()},
+            }, indent=2) + "\n")  # fmt: skip
+            results.append(CaseResult(str(path), name, written.get("nifti"), report, png, seg.volumes_ml,
+                                      outputs=written, warnings=tuple(seg.warnings)))
+            log.info("%s: right %.0f mL, left %.0f mL (%.1f s)", name, seg.volumes_ml["right"],
+                     seg.volumes_ml["left"], seg.timings_s["total"])
+            for w in seg.warnings:
+                log.warning("%s: %s", name, w)
+        except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
+            message = str(e) if isinstance(e, CaseError) else f"{path}: {type(e).__name__}: {e}"
+            log.error("%s", message)
+            results.append(CaseResult(str(path), name, error=message))
+    return results

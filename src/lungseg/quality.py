@@ -1,0 +1,117 @@
+"""Quality warnings and lung statistics for one segmented CT.
+
+A mask is only useful when the user knows it can be trusted. :func:`assess` looks at the
+result and the input and returns plain-language warnings (each starts with a fixed code so
+scripts can match it) plus the figures behind them; every prediction's JSON, the served
+response, the log and ``evaluate``'s per-case report carry them:
+
+* ``no lung``: less than :data:`NO_LUNG_ML` of lung found;
+* ``partial coverage``: lung touches the first or last axial slice (the scan cuts the lungs,
+  e.g. an abdominal CT holding only the lung bases);
+* ``implausible volume``: a whole-chest total outside :data:`WHOLE_CHEST_ML`;
+* ``left/right imbalance``: the smaller lung under :data:`MIN_SIDE_RATIO` of the larger
+  (whole-chest scans only);
+* ``HU not CT-like``: (almost) no voxel below :data:`AIR_HU` (air), e.g. raw stored values
+  or an MR image;
+* ``low confidence``: more than :data:`MAX_UNCERTAIN` of the lung voxels have a probability
+  between 0.3 and 0.7.
+
+:func:`lung_statistics` gives per-lung volume, mean HU and the emphysema index (LAA-950:
+percentage of lung voxels below -950 HU), as ``lungseg predict --statistics`` writes them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+NO_LUNG_ML = 50.0
+WHOLE_CHEST_ML = (1000.0, 10000.0)
+MIN_SIDE_RATIO = 0.4
+AIR_HU = -900.0
+MIN_AIR_FRACTION = 1e-3
+UNCERTAIN = (0.3, 0.7)
+MAX_UNCERTAIN = 0.2
+EMPHYSEMA_HU = -950.0
+SIDES = {"right": 1, "left": 2}
+
+
+def assess(
+    canonical_labels: np.ndarray, volumes_ml: dict[str, float], hu: np.ndarray, probability: np.ndarray | None,
+) -> dict:
+    """Warnings for one result.
+
+    Args:
+        canonical_labels: uint8 labels in canonical RAS axis order (axis 2 runs inferior to
+            superior), the CT's full extent.
+        volumes_ml: ``right``, ``left``, ``total`` in mL.
+        hu: The input CT in HU (any axis order).
+        probability: The thresholded lung probability (any grid; None to skip the confidence check).
+
+    Returns:
+        ``{"warnings": [...], "checks": {...}}``; ``checks`` holds the figures tested.
+    """
+    warnings: list[str] = []
+    total = float(volumes_ml["total"])
+    below = int(np.count_nonzero(hu < AIR_HU))
+    air_fraction = below / max(int(hu.size), 1)
+    first = bool(canonical_labels[:, :, 0].any())
+    last = bool(canonical_labels[:, :, -1].any())
+    checks: dict = {
+        "total_ml": round(total, 2),
+        "touches_first_slice": first,
+        "touches_last_slice": last,
+        "air_fraction": round(air_fraction, 5),
+    }
+    if air_fraction < MIN_AIR_FRACTION:
+        warnings.append(f"HU not CT-like: {100 * air_fraction:.2f}% of voxels below {AIR_HU:.0f} HU (no air; "
+                        f"values {float(hu.min()):.0f} to {float(hu.max()):.0f}): is the input a CT in Hounsfield units?")
+    if total < NO_LUNG_ML:
+        warnings.append(f"no lung: {total:.0f} mL of lung found (under {NO_LUNG_ML:.0f} mL)")
+    else:
+        if first or last:
+            where = " and ".join(n for n, t in (("first (most inferior)", first), ("last (most superior)", last)) if t)
+            warnings.append(f"partial coverage: lung touches the {where} axial slice; the scan may not hold "
+                            "the whole lungs (volumes are partial)")
+        else:
+            lo, hi = WHOLE_CHEST_ML
+            if not lo <= total <= hi:
+                warnings.append(f"implausible volume: {total / 1000:.2f} L of lung in a whole-chest scan "
+                                f"(expected {lo / 1000:.0f}-{hi / 1000:.0f} L)")
+            r, left = float(volumes_ml["right"]), float(volumes_ml["left"])
+            ratio = min(r, left) / max(r, left)
+            checks["side_ratio"] = round(ratio, 3)
+            if ratio < MIN_SIDE_RATIO:
+                warnings.append(f"left/right imbalance: right {r:.0f} mL, left {left:.0f} mL (the smaller is "
+                                f"{100 * ratio:.0f}% of the larger)")
+    if probability is not None and total >= NO_LUNG_ML:
+        lo, hi = UNCERTAIN
+        lungish = int(np.count_nonzero(probability > lo))
+        unsure = lungish - int(np.count_nonzero(probability >= hi))
+        frac = unsure / max(lungish, 1)
+        checks["uncertain_fraction"] = round(frac, 4)
+        if frac > MAX_UNCERTAIN:
+            warnings.append(f"low confidence: {100 * frac:.0f}% of the lung voxels have a probability between "
+                            f"{lo} and {hi} (more than {100 * MAX_UNCERTAIN:.0f}%)")
+    return {"warnings": warnings, "checks": checks}
+
+
+def lung_statistics(labels: np.ndarray, hu: np.ndarray, voxel_ml: float) -> dict[str, dict[str, float]]:
+    """Per lung (``right``, ``left``) and ``total``: voxels, volume in mL, mean HU and the
+    emphysema index (LAA-950, % of the lung's voxels below -950 HU; None for an empty lung)."""
+    lab = np.asarray(labels).ravel()
+    values = np.asarray(hu, dtype=np.float64).ravel()
+    counts = np.bincount(lab, minlength=3)[:3]
+    sums = np.bincount(lab, weights=values, minlength=3)[:3]
+    low = np.bincount(lab[values < EMPHYSEMA_HU], minlength=3)[:3]
+    out = {}
+    for name, idx in (*SIDES.items(), ("total", None)):
+        n = int(counts[1:].sum()) if idx is None else int(counts[idx])
+        s = float(sums[1:].sum()) if idx is None else float(sums[idx])
+        k = int(low[1:].sum()) if idx is None else int(low[idx])
+        out[name] = {
+            "voxels": n,
+            "volume_ml": round(n * voxel_ml, 2),
+            "mean_hu": round(s / n, 1) if n else None,
+            "emphysema_index_pct": round(100.0 * k / n, 2) if n else None,
+        }
+    return out

@@ -1,0 +1,91 @@
+"""Quality warnings and lung statistics: each warning fires on the case it describes and not on a normal one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lungseg.data.nifti import read_nifti
+from lungseg.data.synthetic import make_phantom
+from lungseg.preprocessing import canonical_ornt, to_canonical
+from lungseg.quality import assess, lung_statistics
+
+REAL = Path(__file__).resolve().parents[2].parent / "shared" / "real-ct"
+needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} not present (shared real CTs beside the clone)")
+
+
+@pytest.fixture(scope="module")
+def normal():
+    ph = make_phantom(np.random.default_rng([5, 1]), False, max_matrix=96)
+    labels = np.zeros(ph.hu.shape, np.uint8)
+    labels[ph.masks["Lung_R"]] = 1
+    labels[ph.masks["Lung_L"]] = 2
+    return ph.hu, ph.geometry, labels
+
+
+def _volumes(labels: np.ndarray, voxel_ml: float, right_scale: float = 1.0) -> dict[str, float]:
+    r, left = float((labels == 1).sum()) * voxel_ml * right_scale, float((labels == 2).sum()) * voxel_ml
+    return {"right": r, "left": left, "total": r + left}
+
+
+def _assess(hu, geometry, labels, probability=None, volumes=None):  # noqa: ANN001, ANN202
+    canon = to_canonical(labels, canonical_ornt(geometry))
+    return assess(canon, volumes or _volumes(labels, geometry.voxel_volume_ml), hu, probability)
+
+
+def test_a_normal_whole_chest_case_has_no_warning(normal) -> None:
+    hu, geometry, labels = normal
+    prob = np.where(labels > 0, 0.97, 0.02).astype(np.float32)
+    q = _assess(hu, geometry, labels, prob)
+    assert q["warnings"] == [], q
+    assert q["checks"]["touches_first_slice"] is False and q["checks"]["uncertain_fraction"] == 0.0
+    assert 0.4 <= q["checks"]["side_ratio"] <= 1.0
+
+
+def test_each_warning_fires_on_its_own_case(normal) -> None:
+    hu, geometry, labels = normal
+    empty = np.zeros_like(labels)
+    assert [w.split(":")[0] for w in _assess(hu, geometry, empty)["warnings"]] == ["no lung"]
+    raw = (hu + 1024).astype(np.float32)  # stored values, not HU: no air below -900
+    assert any(w.startswith("HU not CT-like") for w in _assess(raw, geometry, labels)["warnings"])
+    small = _volumes(labels, geometry.voxel_volume_ml, right_scale=0.2)
+    assert any(w.startswith("left/right imbalance") for w in _assess(hu, geometry, labels, volumes=small)["warnings"])
+    huge = {"right": 7000.0, "left": 6000.0, "total": 13000.0}
+    assert any(w.startswith("implausible volume") for w in _assess(hu, geometry, labels, volumes=huge)["warnings"])
+    unsure = np.where(labels > 0, 0.55, 0.0).astype(np.float32)
+    q = _assess(hu, geometry, labels, unsure)
+    assert any(w.startswith("low confidence") for w in q["warnings"]) and q["checks"]["uncertain_fraction"] == 1.0
+    axis = int(np.argmax(np.abs(np.asarray(geometry.direction_matrix)[2])))  # the voxel axis running head-feet
+    rows = np.flatnonzero(labels.any(axis=tuple(a for a in range(3) if a != axis)))
+    keep = [slice(None)] * 3
+    keep[axis] = slice(int(rows[len(rows) // 2]), None)  # the scan starts mid-lung: lung on its edge slice
+    cut = labels[tuple(keep)]
+    q = assess(to_canonical(cut, canonical_ornt(geometry)), _volumes(cut, geometry.voxel_volume_ml),
+               hu[tuple(keep)], None)  # cropping keeps the orientation, so the same ornt applies
+    assert [w.split(":")[0] for w in q["warnings"]] == ["partial coverage"], q
+
+
+@needs_real
+def test_the_real_lung_bases_case_is_partial_coverage() -> None:
+    hu, geometry = read_nifti(REAL / "abdomen-lung-bases" / "ct.nii.gz")
+    truth, _ = read_nifti(REAL / "abdomen-lung-bases" / "lungs.nii.gz")
+    labels = (truth > 0).astype(np.uint8)
+    ml = float(labels.sum()) * geometry.voxel_volume_ml
+    q = assess(to_canonical(labels, canonical_ornt(geometry)), {"right": ml / 2, "left": ml / 2, "total": ml}, hu, None)
+    assert [w.split(":")[0] for w in q["warnings"]] == ["partial coverage"], q
+    assert q["checks"]["touches_last_slice"] is True and q["checks"]["touches_first_slice"] is False
+
+
+def test_lung_statistics_per_lung(normal) -> None:
+    hu, geometry, labels = normal
+    stats = lung_statistics(labels, hu, geometry.voxel_volume_ml)
+    for name, lab in (("right", 1), ("left", 2)):
+        m = labels == lab
+        assert stats[name]["voxels"] == int(m.sum())
+        assert stats[name]["volume_ml"] == pytest.approx(m.sum() * geometry.voxel_volume_ml, abs=0.01)
+        assert stats[name]["mean_hu"] == pytest.approx(float(hu[m].mean()), abs=0.06)
+        assert stats[name]["emphysema_index_pct"] == pytest.approx(100 * float((hu[m] < -950).mean()), abs=0.006)
+    assert stats["total"]["voxels"] == int((labels > 0).sum())
+    assert lung_statistics(np.zeros_like(labels), hu, 1.0)["left"]["mean_hu"] is None
