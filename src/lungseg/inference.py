@@ -98,26 +98,11 @@ def load_ct(path: str | Path, max_gap_tolerance: float = 0.05) -> tuple[np.ndarr
 
 
 def _load_dicom_folder(folder: Path, max_gap_tolerance: float) -> tuple[np.ndarray, Geometry]:
-    from lungseg.data.dicom import best_series, find_ct_series, load_ct_series, scan_dicom_tree
+    from lungseg.data.dicom import read_ct_folder  # the series choice of `prepare`
 
-    name = str(folder)
-    patients = scan_dicom_tree(folder)
-    patients = {pid: p for pid, p in patients.items() if p.ct or p.errors}
-    if not patients:
-        raise CaseError(name, "no DICOM CT files found")
-    if len(patients) > 1:
-        raise CaseError(name, f"holds CT files of {len(patients)} patients; give one patient's folder")
-    patient = next(iter(patients.values()))
-    usable, ignored = find_ct_series(patient)
-    if not usable:
-        notes = [f"series {uid}: {why}" for uid, why in ignored.items()] + list(patient.errors)
-        raise CaseError(name, "no axial CT series found" + (f" ({'; '.join(notes)})" if notes else ""))
-    uid = best_series(usable)
-    if len(usable) > 1:
-        log.info("%s: %d axial CT series, using %s (%d slices)", name, len(usable), uid, len(usable[uid]))
-    hu, geometry = load_ct_series(usable[uid], name, max_gap_tolerance)
-    check_volume(hu, name)
-    return hu, geometry
+    ct = read_ct_folder(folder, max_gap_tolerance)
+    check_volume(ct.hu, str(folder))
+    return ct.hu, ct.geometry
 
 
 def case_name(path: str | Path) -> str:

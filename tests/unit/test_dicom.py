@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless, RLELossless
 
-from tests.dicom_helpers import set_dicom_attrs
+from tests.dicom_helpers import compress_series, set_dicom_attrs
 from lungseg.config import PrepareConfig, RoiAliasConfig
-from lungseg.data.dicom import (
-    match_lung_rois,
-    rasterize_contours,
-    read_dicom_case,
-    scan_dicom_tree,
-)
+from lungseg.data.dicom import read_ct_folder, read_dicom_case, scan_dicom_tree
+from lungseg.data.dicom_rtstruct import match_lung_rois, rasterize_contours
 from lungseg.data.dicom_write import StudyInfo, make_uid, write_ct_series, write_dicom_study, write_rtstruct
 from lungseg.data.geometry import Geometry
 from lungseg.errors import CaseError
@@ -278,3 +278,121 @@ def test_rasterize_is_fast_on_full_size_slices() -> None:
     mask = rasterize_contours(contours, geom)
     assert time.perf_counter() - start < 3.0
     assert mask[250, 250].all() and not mask[5, 5].any()
+
+
+# --------------------------------------------------------------------------- one CT folder (predict)
+
+CGEOM = Geometry((64, 64, 6), (0.8, 0.9, 2.5), (-25.0, -28.0, -100.0))  # J2K needs >= 32 px per side
+
+
+def _signed_volume(geom: Geometry) -> np.ndarray:
+    """HU below -1024 too, so the stored pixels are signed 16-bit (the harder case for codecs)."""
+    hu = np.random.default_rng(3).integers(-2000, 3000, size=geom.shape).astype(np.int16)
+    hu[0, 0, 0], hu[1, 0, 0] = -2000, 2999
+    return hu
+
+
+def test_read_ct_folder_matches_the_prepare_reader_and_orders_slices(tmp_path) -> None:
+    flipped = Geometry(GEOM.shape, GEOM.spacing_mm, (-12.4, -10.8, -77.5), ((1, 0, 0), (0, 1, 0), (0, 0, -1)))
+    hu = _volume(flipped)
+    sop_uids = write_ct_series(hu, flipped, tmp_path / "ct", _study(), make_uid("ct"))
+    study, ct_uid = _study(), make_uid("ct")
+    write_rtstruct(_lungs(flipped), flipped, tmp_path / "rs", study, ct_uid, sop_uids, "1.2", "1.3")
+    ct = read_ct_folder(tmp_path)
+    np.testing.assert_array_equal(ct.hu, hu[:, :, ::-1])  # k runs along the slice normal (+z)
+    np.testing.assert_array_equal(ct.hu, _read(tmp_path).hu)
+    assert ct.geometry == _read(tmp_path).geometry
+    assert ct.series_uid == make_uid("ct")
+    assert ct.sop_instance_uids == sop_uids[::-1]
+    z = [float(f.header.ImagePositionPatient[2]) for f in ct.files]
+    assert z == sorted(z) and ct.geometry.origin_lps_mm[2] == pytest.approx(z[0])
+
+
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless, JPEGLSLossless, JPEGLosslessSV1])
+def test_compressed_series_read_back_identical(tmp_path, syntax) -> None:
+    hu = _signed_volume(CGEOM)
+    write_ct_series(hu, CGEOM, tmp_path / "ct", _study(), make_uid("ct"))
+    compress_series(tmp_path / "ct", syntax)
+    first = pydicom.dcmread(tmp_path / "ct" / "1-001.dcm")
+    assert first.file_meta.TransferSyntaxUID == syntax and first.PixelRepresentation == 1
+    np.testing.assert_array_equal(read_ct_folder(tmp_path / "ct").hu, hu)
+
+
+def test_compressed_unsigned_series_through_prepare_reader(tmp_path) -> None:
+    hu = np.random.default_rng(4).integers(-1024, 3000, size=CGEOM.shape).astype(np.int16)
+    write_dicom_study(tmp_path, _study(), hu, CGEOM, _lungs(CGEOM))
+    compress_series(tmp_path / "CT", JPEGLosslessSV1)
+    assert pydicom.dcmread(tmp_path / "CT" / "1-003.dcm").BitsStored == 12
+    np.testing.assert_array_equal(_read(tmp_path).hu, hu)
+
+
+def test_missing_decoder_is_one_line_naming_file_and_syntax(tmp_path) -> None:
+    """Run the reader where pylibjpeg cannot be imported (as on a machine without it)."""
+    write_ct_series(_signed_volume(CGEOM), CGEOM, tmp_path / "ct", _study(), make_uid("ct"))
+    compress_series(tmp_path / "ct", JPEGLosslessSV1)
+    script = (
+        "import sys\n"
+        "for m in ('pylibjpeg', 'libjpeg', 'openjpeg', 'rle', 'gdcm'): sys.modules[m] = None\n"
+        "from lungseg.data.dicom import read_ct_folder\n"
+        "from lungseg.errors import CaseError\n"
+        "try:\n    read_ct_folder(sys.argv[1])\nexcept CaseError as e:\n    print(e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "ct")], capture_output=True, text=True,
+                         timeout=120, check=True).stdout  # fmt: skip
+    assert out.count("\n") == 1, out
+    assert re.fullmatch(
+        rf"{re.escape(str(tmp_path / 'ct'))}: cannot read pixel data of 1-001\.dcm: no decoder installed for "
+        r"transfer syntax JPEG Lossless, Non-Hierarchical, First-Order Prediction .*"
+        r"\(1\.2\.840\.10008\.1\.2\.4\.70\); needs one of: .*pylibjpeg.*\n",
+        out,
+    ), out
+
+
+def test_unsupported_transfer_syntax_is_named(tmp_path) -> None:
+    write_ct_series(_volume(GEOM), GEOM, tmp_path, _study(), make_uid("ct"))
+    ds = pydicom.dcmread(tmp_path / "1-002.dcm")
+    ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.102"  # MPEG-4 AVC/H.264: pydicom has no decoder
+    ds.PixelData = pydicom.encaps.encapsulate([b"\x00\x00\x00\x01" * 8])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(tmp_path / "1-002.dcm", enforce_file_format=True)
+    expected = r"cannot read pixel data of 1-002\.dcm: transfer syntax MPEG-4 AVC/H\.264 .*"
+    with pytest.raises(CaseError, match=expected + r"\(1\.2\.840\.10008\.1\.2\.4\.102\) is not supported"):
+        read_ct_folder(tmp_path)
+
+
+@pytest.mark.parametrize("sop_class", ["1.2.840.10008.5.1.4.1.1.2.1", "1.2.840.10008.5.1.4.1.1.2.2"])
+def test_multiframe_ct_is_a_clear_error(tmp_path, sop_class) -> None:
+    import highdicom as hd
+
+    write_ct_series(_volume(CGEOM), CGEOM, tmp_path / "ct", _study(), make_uid("ct"))
+    slices = [pydicom.dcmread(p) for p in sorted((tmp_path / "ct").iterdir())]
+    multi = hd.legacy.LegacyConvertedEnhancedCTImage(slices, make_uid("mf-series"), 3, make_uid("mf"), 1)
+    multi.SOPClassUID = multi.file_meta.MediaStorageSOPClassUID = sop_class
+    shutil.rmtree(tmp_path / "ct")
+    multi.save_as(tmp_path / "enhanced.dcm", enforce_file_format=True)
+    kind = "Enhanced CT" if sop_class.endswith(".2.1") else "Legacy Converted Enhanced CT"
+    with pytest.raises(CaseError) as err:
+        read_ct_folder(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path}: no DICOM CT image files found (found: 1 {kind} (multi-frame, SOP class {sop_class}; "
+        "not supported: export the series as single-frame CT Image Storage) file(s))"
+    )
+
+
+def test_folder_that_is_not_one_ct_series(tmp_path) -> None:
+    with pytest.raises(CaseError, match=f"^{re.escape(str(tmp_path / 'nope'))}: not a folder$"):
+        read_ct_folder(tmp_path / "nope")
+    with pytest.raises(CaseError, match=r": no DICOM CT image files found$"):
+        read_ct_folder(tmp_path)
+    write_dicom_study(tmp_path / "a", _study(), _volume(GEOM), GEOM, _lungs(GEOM))
+    (tmp_path / "rs-only").mkdir()
+    shutil.copy(tmp_path / "a" / "RTSTRUCT.dcm", tmp_path / "rs-only")
+    with pytest.raises(CaseError, match=r"rs-only: no DICOM CT image files found \(found: 1 RTSTRUCT file"):
+        read_ct_folder(tmp_path / "rs-only")
+    write_dicom_study(tmp_path / "b", _study("P2"), _volume(GEOM), GEOM, _lungs(GEOM))
+    with pytest.raises(CaseError, match="holds CT files of 2 patients; give one patient's folder"):
+        read_ct_folder(tmp_path)
+    for f in (tmp_path / "b" / "CT").iterdir():
+        _set(f, ImageType=["ORIGINAL", "PRIMARY", "LOCALIZER"])
+    with pytest.raises(CaseError, match=r"CT: no axial CT series found \(ignored: series [0-9.]+: localizer"):
+        read_ct_folder(tmp_path / "b" / "CT")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pydicom
 import pytest
+from pydicom.dataset import Dataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, RTStructureSetStorage
 from scipy import ndimage
 
-from lungseg.data.dicom import rasterize_contours
+from lungseg.data.dicom_rtstruct import rasterize_contours
 from lungseg.data.dicom_write import (
     StudyInfo,
+    add_rtstruct_content,
     make_uid,
     mask_to_contours,
     write_ct_series,
@@ -150,3 +152,28 @@ def test_rtstruct_structure(tmp_path) -> None:
         assert pts[:, 0].min() == pytest.approx(-20.0 + 1.5 * 0.7)  # half a voxel outside i = 2
     assert "ContourSequence" not in ds.ROIContourSequence[1] or len(ds.ROIContourSequence[1].ContourSequence) == 0
     assert [o.RTROIInterpretedType for o in ds.RTROIObservationsSequence] == ["ORGAN", "ORGAN"]
+
+
+def test_rtstruct_content_on_unevenly_spaced_slices() -> None:
+    """With slice positions given, each slice's contours lie in that slice's own plane."""
+    lung = np.zeros(GEOM.shape, bool)
+    lung[2:6, 3:7, :] = True
+    positions = GEOM.voxel_to_lps(np.column_stack([np.zeros((5, 2)), np.arange(5)]))
+    positions[3, 2] += 0.4  # slice 3 sits 0.4 mm higher than the even grid says
+    ds = Dataset()
+    add_rtstruct_content(
+        ds, {"Lung_L": lung}, GEOM, study_uid="1.2", frame_of_reference_uid="1.3", ct_series_uid="1.4",
+        ct_sop_uids=[f"1.5.{k}" for k in range(5)], slice_positions_lps=positions,
+    )  # fmt: skip
+    rc = ds.ROIContourSequence[0]
+    assert rc.ROIDisplayColor == [0, 160, 255]
+    for c in rc.ContourSequence:
+        k = int(c.ContourImageSequence[0].ReferencedSOPInstanceUID.rsplit(".", 1)[1])
+        pts = np.asarray(c.ContourData, float).reshape(-1, 3)
+        assert np.allclose(pts[:, 2], positions[k, 2])
+    np.testing.assert_array_equal(
+        rasterize_contours([np.asarray(c.ContourData, float).reshape(-1, 3) for c in rc.ContourSequence], GEOM), lung
+    )
+    with pytest.raises(ValueError, match=r"4 CT SOP UIDs given for 5 slices"):
+        add_rtstruct_content(Dataset(), {"x": lung}, GEOM, study_uid="1", frame_of_reference_uid="1",
+                             ct_series_uid="1", ct_sop_uids=["1"] * 4)  # fmt: skip

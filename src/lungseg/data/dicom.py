@@ -1,76 +1,63 @@
-"""Reading DICOM CT series and RT structure sets into lungseg volumes.
+"""Reading DICOM CT series (and, for ``prepare``, their RT structure sets) into lungseg volumes.
 
-The reader scans a folder tree of any layout (any file names, with or without
-``.dcm``), reading headers only; pixels are read for the one CT series that is
-chosen per patient. Volumes follow the lungseg convention (see
-:mod:`lungseg.data.geometry`): arrays indexed ``[i, j, k]`` = ``[column, row,
-slice]``, world coordinates LPS mm. PatientName and other identifiers are never
-logged or returned; PatientID is used only to group files into cases.
+Files are found by :func:`lungseg.data.dicom_scan.scan_dicom_tree` (headers only);
+pixels are read for the one CT series chosen per patient. Volumes follow the lungseg
+convention (see :mod:`lungseg.data.geometry`): arrays indexed ``[i, j, k]`` =
+``[column, row, slice]``, where ``hu[i, j, k]`` is ``pixel_array[j, i]`` (row ``j``,
+column ``i``) of the ``k``-th file of the series sorted by position along the slice
+normal (row direction x column direction of ImageOrientationPatient); world
+coordinates LPS mm. PatientName and other identifiers are never logged or returned.
+
+Compressed transfer syntaxes decode through pydicom's pixel-data plugins (RLE natively;
+JPEG, JPEG-LS and JPEG 2000 with pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg or
+pyjpegls). A syntax with no installed decoder is a one-line :class:`CaseError` naming the
+file and the syntax. Multi-frame (Enhanced, Legacy Converted Enhanced) CT is not read: the
+"no CT" errors name it (:func:`lungseg.data.dicom_scan.multiframe_ct_reason`).
+
+The scanning and RTSTRUCT names are re-exported here, so ``from lungseg.data.dicom
+import scan_dicom_tree, rasterize_contours`` keeps working.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
-import warnings
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pydicom
+import pydicom.pixels
 from pydicom.dataset import Dataset
-from pydicom.tag import Tag
-from pydicom.uid import CTImageStorage, MediaStorageDirectoryStorage, RTStructureSetStorage
+from pydicom.uid import UID
 
-from lungseg.config import PrepareConfig, RoiAliasConfig
+from lungseg.config import PrepareConfig
+from lungseg.data.dicom_rtstruct import (
+    Side,
+    match_lung_rois,
+    normalize_roi_name,
+    rasterize_contours,
+    roi_contours,
+    roi_names,
+    rtstruct_references,
+)
+from lungseg.data.dicom_scan import DicomFile, PatientFiles, scan_dicom_tree, sop_instance_uid
 from lungseg.data.geometry import Geometry
 from lungseg.errors import CaseError
 
+__all__ = [
+    "CtSeries", "DicomCase", "DicomFile", "PatientFiles", "Side", "best_series", "ct_series_geometry",
+    "find_ct_series", "load_ct_series", "match_lung_rois", "normalize_roi_name", "rasterize_contours",
+    "read_ct_folder", "read_dicom_case", "require_ct_series", "roi_contours",
+    "roi_names", "rtstruct_references", "scan_dicom_tree", "select_ct_series",
+]  # fmt: skip
+
 logger = logging.getLogger(__name__)
 
-Side = Literal["right", "left"]
-
-_CONTOUR_DATA = Tag(0x3006, 0x0050)
 _MAX_AXIAL_TILT_COS = np.cos(np.deg2rad(30.0))  # slice normal within 30 degrees of the z axis
 _SAME_POSITION_MM = 0.01  # slices closer than this along the normal are duplicates
-
-
-@dataclass(frozen=True)
-class DicomFile:
-    """One DICOM file found by :func:`scan_dicom_tree`.
-
-    Attributes:
-        path: Absolute path of the file.
-        rel: Path relative to the scanned root (POSIX form), used in messages.
-        header: Dataset read with ``stop_before_pixels=True``.
-    """
-
-    path: Path
-    rel: str
-    header: Dataset
-
-
-@dataclass
-class PatientFiles:
-    """The DICOM files of one patient (one case).
-
-    Attributes:
-        patient_id: PatientID as found in the files (may be empty).
-        ct: CT Image Storage files with Modality CT.
-        rtstructs: RT Structure Set Storage files.
-        ignored: Reason -> number of other files of this patient that were ignored.
-        errors: Problems with files that claim to be DICOM but cannot be read.
-    """
-
-    patient_id: str
-    ct: list[DicomFile] = field(default_factory=list)
-    rtstructs: list[DicomFile] = field(default_factory=list)
-    ignored: Counter[str] = field(default_factory=Counter)
-    errors: list[str] = field(default_factory=list)
+DEFAULT_MAX_GAP_TOLERANCE = 0.05  # as ``lungseg predict`` reads a CT
 
 
 @dataclass
@@ -99,237 +86,6 @@ class DicomCase:
     lung_rois: dict[Side, str]
     right: np.ndarray
     left: np.ndarray
-
-
-def _claims_dicom(path: Path) -> bool:
-    """True when the file has the "DICM" marker after a 128-byte preamble."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(132)
-    except OSError:
-        return False
-    return len(head) == 132 and head[128:] == b"DICM"
-
-
-def _sop_class(ds: Dataset) -> str:
-    uid = ds.get("SOPClassUID")
-    if not uid and getattr(ds, "file_meta", None) is not None:  # absent, or present but empty (seen in real exports)
-        uid = ds.file_meta.get("MediaStorageSOPClassUID")
-    return str(uid) if uid is not None else ""
-
-
-def _sop_instance(ds: Dataset) -> str:
-    """SOPInstanceUID, else the file meta's MediaStorageSOPInstanceUID (anonymised exports blank the former)."""
-    uid = ds.get("SOPInstanceUID")
-    if not uid and getattr(ds, "file_meta", None) is not None:
-        uid = ds.file_meta.get("MediaStorageSOPInstanceUID")
-    return str(uid) if uid else ""
-
-
-def _patient_id_only(path: Path) -> str | None:
-    """Best-effort PatientID of a file whose full header cannot be read."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["PatientID"], force=True)
-        pid = ds.get("PatientID")
-    except Exception:  # noqa: BLE001 - any failure just means "unknown"
-        return None
-    return str(pid).strip() if pid else None
-
-
-def scan_dicom_tree(root: Path, exclude: Sequence[Path] = ()) -> dict[str, PatientFiles]:
-    """Find the DICOM files under ``root`` and group them by PatientID.
-
-    Files that are not DICOM (no "DICM" marker and pydicom cannot parse a
-    SOPClassUID) are ignored with a debug message. A file with the "DICM"
-    marker that cannot be read is recorded in ``errors`` of its patient (found
-    from a partial read, else from the other files in its folder; failing both
-    it becomes its own entry keyed by its relative path).
-
-    Args:
-        root: Folder to scan recursively.
-        exclude: Folders below ``root`` to leave out (e.g. an output folder).
-
-    Returns:
-        PatientID -> files, in sorted PatientID order; a missing PatientID is ``""``.
-    """
-    root = Path(root)
-    excluded = [Path(p).resolve() for p in exclude]
-    patients: dict[str, PatientFiles] = {}
-    unattributed: list[tuple[Path, str, str]] = []  # (path, rel, problem)
-    folder_patients: dict[Path, set[str]] = {}
-
-    def patient(pid: str) -> PatientFiles:
-        return patients.setdefault(pid, PatientFiles(patient_id=pid))
-
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        resolved = path.resolve()
-        if any(resolved.is_relative_to(e) for e in excluded):
-            continue
-        rel = path.relative_to(root).as_posix()
-        claims = _claims_dicom(path)
-        problem = None
-        try:
-            with warnings.catch_warnings():
-                if not claims:
-                    warnings.simplefilter("ignore")
-                ds = pydicom.dcmread(path, stop_before_pixels=True, force=not claims)
-        except Exception as e:  # noqa: BLE001 - pydicom raises many types for bad files
-            ds, problem = None, f"unreadable DICOM file {rel} ({type(e).__name__}: {e})"
-        if ds is not None and _sop_class(ds) == MediaStorageDirectoryStorage:
-            logger.debug("ignoring %s: DICOMDIR", rel)
-            continue
-        if ds is not None and ("SOPClassUID" not in ds or "SOPInstanceUID" not in ds):
-            problem = f"incomplete DICOM file {rel} (no SOPClassUID/SOPInstanceUID; truncated?)"
-        if problem is not None:
-            if not claims:
-                logger.debug("ignoring %s: not a DICOM file", rel)
-                continue
-            pid = _patient_id_only(path)
-            if pid is None:
-                unattributed.append((path, rel, problem))
-            else:
-                patient(pid).errors.append(problem)
-            continue
-        assert ds is not None
-        sop_class = _sop_class(ds)
-        pid = str(ds.get("PatientID", "") or "").strip()
-        folder_patients.setdefault(path.parent, set()).add(pid)
-        entry = patient(pid)
-        modality = str(ds.get("Modality", "")).upper()
-        item = DicomFile(path=path, rel=rel, header=ds)
-        if sop_class == CTImageStorage and modality == "CT":
-            entry.ct.append(item)
-        elif sop_class == RTStructureSetStorage:
-            entry.rtstructs.append(item)
-        else:
-            entry.ignored[f"{modality or 'unknown modality'} (SOP class {sop_class})"] += 1
-            logger.debug("ignoring %s: modality %s, SOP class %s", rel, modality, sop_class)
-
-    for path, rel, problem in unattributed:
-        owners = folder_patients.get(path.parent, set())
-        if len(owners) == 1:
-            patient(next(iter(owners))).errors.append(problem)
-        else:
-            patient(rel).errors.append(problem)
-    return dict(sorted(patients.items()))
-
-
-def normalize_roi_name(name: str) -> str:
-    """Lowercase ``name`` and drop everything but letters and digits ("Lung_L" -> "lungl")."""
-    return re.sub(r"[^a-z0-9]", "", name.lower())
-
-
-def match_lung_rois(
-    roi_names: Sequence[str], aliases: RoiAliasConfig, case: str = "RTSTRUCT"
-) -> dict[Side, str]:
-    """Find the right and left lung among ROI names.
-
-    Names are compared case- and punctuation-insensitively with the alias lists
-    ("Lung_L", "lung l" and "LUNG-L" are the same).
-
-    Args:
-        roi_names: ROI names of one structure set.
-        aliases: Accepted spellings for each lung.
-        case: Case ID used in error messages.
-
-    Returns:
-        ``{"right": roi_name, "left": roi_name}`` with the names as spelt in ``roi_names``.
-
-    Raises:
-        CaseError: no lung ROI, only one lung, or several ROIs for the same lung.
-    """
-    wanted: dict[Side, set[str]] = {
-        "right": {normalize_roi_name(a) for a in aliases.right},
-        "left": {normalize_roi_name(a) for a in aliases.left},
-    }
-    found: dict[Side, list[str]] = {"right": [], "left": []}
-    for name in roi_names:
-        for side in ("right", "left"):
-            if normalize_roi_name(name) in wanted[side]:
-                found[side].append(name)
-    listed = ", ".join(repr(n) for n in roi_names) or "none"
-    if not found["right"] and not found["left"]:
-        raise CaseError(case, f"no lung ROI found; ROI names found: {listed}")
-    for side, other in (("right", "left"), ("left", "right")):
-        if not found[side]:
-            raise CaseError(
-                case,
-                f"only the {other} lung ROI found ({found[other][0]!r}), no {side} lung; "
-                f"ROI names found: {listed}",
-            )
-        if len(found[side]) > 1:
-            raise CaseError(case, f"several ROIs match the {side} lung: {', '.join(map(repr, found[side]))}")
-    if found["right"][0] == found["left"][0]:
-        raise CaseError(case, f"ROI {found['right'][0]!r} matches both the right and the left lung aliases")
-    return {"right": found["right"][0], "left": found["left"][0]}
-
-
-def _scan_polygon(x: np.ndarray, y: np.ndarray, toggles: np.ndarray) -> None:
-    """XOR the even-odd crossings of one closed polygon into ``toggles`` ``[i + 1, j]``.
-
-    For every voxel row ``j`` crossed by an edge (half-open in ``j``), the
-    crossing at ``x = xc`` flips every voxel ``i < xc``: it toggles index 0 and
-    index ``ceil(xc)``; a cumulative XOR along ``i`` then yields the mask.
-    """
-    n_i, n_j = toggles.shape[0] - 1, toggles.shape[1]
-    x1, y1 = np.roll(x, -1), np.roll(y, -1)
-    j_start = np.clip(np.ceil(np.minimum(y, y1)), 0, n_j).astype(np.int64)
-    j_stop = np.clip(np.ceil(np.maximum(y, y1)), 0, n_j).astype(np.int64)
-    counts = j_stop - j_start
-    total = int(counts.sum())
-    if total == 0:
-        return
-    edge = np.repeat(np.arange(len(x)), counts)
-    j = j_start[edge] + np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-    t = (j - y[edge]) / (y1[edge] - y[edge])
-    xc = x[edge] + t * (x1[edge] - x[edge])
-    m = np.clip(np.ceil(xc), 0, n_i).astype(np.int64)
-    np.bitwise_xor.at(toggles, (np.zeros_like(j), j), 1)
-    np.bitwise_xor.at(toggles, (m, j), 1)
-
-
-def rasterize_contours(contours: Sequence[np.ndarray], geometry: Geometry) -> np.ndarray:
-    """Fill planar contours of one ROI into a boolean mask on a CT grid.
-
-    Each contour goes to the slice ``k`` whose plane it lies in (every vertex
-    within half a slice spacing). All polygons on one slice are combined with
-    the even-odd rule (a contour inside another is a hole; separate contours
-    are islands), sampling at voxel centres.
-
-    Args:
-        contours: Closed polygons, each an ``(N, 3)`` array of LPS mm vertices
-            (last vertex need not repeat the first).
-        geometry: The CT grid.
-
-    Returns:
-        Boolean mask ``[i, j, k]`` with shape ``geometry.shape``.
-
-    Raises:
-        ValueError: a contour is malformed, holds NaN/inf, or lies off the slice planes.
-    """
-    n_i, n_j, n_k = geometry.shape
-    toggles = np.zeros((n_i + 1, n_j, n_k), dtype=np.uint8)
-    z_first, z_last = (geometry.voxel_to_lps(np.array([0.0, 0.0, k]))[2] for k in (0, n_k - 1))
-    for pts in contours:
-        pts = np.asarray(pts, dtype=np.float64)
-        if pts.ndim != 2 or pts.shape[1] != 3:
-            raise ValueError(f"contour must be an (N, 3) array of LPS points, got shape {pts.shape}")
-        if not np.all(np.isfinite(pts)):
-            raise ValueError("contour holds NaN or infinite coordinates")
-        if len(pts) < 3:
-            logger.debug("skipping degenerate contour with %d points", len(pts))
-            continue
-        vox = geometry.lps_to_voxel(pts)
-        k = int(np.rint(vox[:, 2].mean()))
-        if not 0 <= k < n_k or np.abs(vox[:, 2] - k).max() > 0.5:
-            raise ValueError(
-                f"contour at z={pts[:, 2].mean():.2f} mm does not lie on a CT slice "
-                f"(slices from z={z_first:.2f} to z={z_last:.2f} mm, tolerance half the slice spacing)"
-            )
-        _scan_polygon(vox[:, 0], vox[:, 1], toggles[:, :, k])
-    return np.bitwise_xor.accumulate(toggles, axis=0)[:n_i].astype(bool)
 
 
 # --------------------------------------------------------------------------- CT series
@@ -383,7 +139,7 @@ def _dedupe(files: list[DicomFile]) -> list[DicomFile]:
     seen: set[str] = set()
     unique = []
     for f in files:
-        uid = _sop_instance(f.header)
+        uid = sop_instance_uid(f.header)
         if uid and uid in seen:
             logger.debug("dropping duplicate instance %s", f.rel)
             continue
@@ -443,27 +199,43 @@ def best_series(usable: dict[str, list[DicomFile]]) -> str:
     return min(usable, key=key)
 
 
-def load_ct_series(
-    files: list[DicomFile], case: str, max_gap_tolerance: float
-) -> tuple[np.ndarray, Geometry]:
-    """Read the pixels of one axial CT series into a volume.
+def require_ct_series(patient: PatientFiles, case: str) -> tuple[dict[str, list[DicomFile]], dict[str, str]]:
+    """:func:`find_ct_series`, raising when the patient has no usable axial CT series.
+
+    Raises:
+        CaseError: no usable series; the message lists every ignored series and
+            file kind with the reason (localizer, not axial, Enhanced CT, ...) and any
+            unreadable file.
+    """
+    usable, ignored = find_ct_series(patient)
+    if not usable:
+        notes = [f"series {uid}: {why}" for uid, why in ignored.items()]
+        notes += [f"{n} {why} file(s)" for why, n in sorted(patient.ignored.items())]
+        notes += patient.errors
+        detail = f" (ignored: {'; '.join(notes)})" if notes else ""
+        raise CaseError(case, f"no axial CT series found{detail}")
+    return usable, ignored
+
+
+def ct_series_geometry(files: list[DicomFile], case: str, max_gap_tolerance: float) -> Geometry:
+    """Check the headers of one axial CT series and return its voxel grid (no pixels read).
 
     Args:
         files: The slices of one series as returned by :func:`find_ct_series`
             (sorted by position along the slice normal, duplicates dropped).
-        case: Case ID for error messages.
+        case: Case ID (or folder) for error messages.
         max_gap_tolerance: Largest allowed relative deviation of a slice gap
             from the median gap.
 
     Returns:
-        ``(hu, geometry)``: float32 Hounsfield units ``[i, j, k]`` (RescaleSlope and
-        RescaleIntercept applied per slice) and the grid: direction columns are
-        the row direction, the column direction and the slice normal (pointing
-        towards increasing ``k``); origin is ImagePositionPatient of slice 0.
+        The grid of the volume :func:`load_ct_series` reads: shape ``(Columns, Rows,
+        len(files))``; direction columns are the row direction, the column direction and
+        the slice normal (pointing towards increasing ``k``, i.e. ``files[k]``); origin
+        is ImagePositionPatient of ``files[0]``.
 
     Raises:
-        CaseError: unreadable pixels, inconsistent rows/columns/spacing/orientation,
-            non-uniform slice spacing, or NaN/inf values.
+        CaseError: inconsistent rows/columns/spacing/orientation, non-uniform slice
+            spacing, or slices not stacked along the normal.
     """
     first = files[0].header
     iop = _floats(first, "ImageOrientationPatient", 6, case, files[0].rel)
@@ -518,114 +290,170 @@ def load_ct_series(
             f"slices are not stacked along the slice normal (gantry tilt?): slice at z={pos[n]:.2f} "
             f"is shifted {offset[n]:.2f} mm in plane",
         )
+    return Geometry(
+        shape=(cols, rows, len(files)),
+        spacing_mm=(float(ps[1]), float(ps[0]), float((pos[-1] - pos[0]) / (len(files) - 1))),
+        origin_lps_mm=tuple(float(v) for v in ipps_arr[0]),  # type: ignore[arg-type]
+        direction=tuple(tuple(float(v) for v in r) for r in np.column_stack([row_dir, col_dir, normal])),
+    )
 
-    hu = np.empty((cols, rows, len(files)), dtype=np.float32)
+
+def _decoder_problem(f: DicomFile) -> str | None:
+    """Why the pixel data of ``f`` cannot be decoded here (its transfer syntax), or None."""
+    meta = getattr(f.header, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    if not uid:
+        return None  # pydicom guesses implicit/explicit little endian
+    uid = UID(str(uid))
+    if not uid.is_transfer_syntax:
+        return f"unknown transfer syntax {uid}"
+    if not uid.is_compressed:
+        return None
+    try:
+        decoder = pydicom.pixels.get_decoder(uid)
+    except NotImplementedError:
+        return f"transfer syntax {uid.name} ({uid}) is not supported (no pixel data decoder exists for it)"
+    if not decoder.is_available:
+        needs = "; ".join(decoder.missing_dependencies) or "a decoder plugin"
+        return f"no decoder installed for transfer syntax {uid.name} ({uid}); needs one of: {needs}"
+    return None
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())
+
+
+def load_ct_series(
+    files: list[DicomFile], case: str, max_gap_tolerance: float
+) -> tuple[np.ndarray, Geometry]:
+    """Read the pixels of one axial CT series into a volume.
+
+    Args:
+        files: The slices of one series as returned by :func:`find_ct_series`
+            (sorted by position along the slice normal, duplicates dropped).
+        case: Case ID for error messages.
+        max_gap_tolerance: Largest allowed relative deviation of a slice gap
+            from the median gap.
+
+    Returns:
+        ``(hu, geometry)``: float32 Hounsfield units ``[i, j, k]`` (RescaleSlope and
+        RescaleIntercept applied per slice; ``hu[:, :, k]`` is ``files[k]``'s
+        ``pixel_array`` transposed; the array is a Fortran-ordered view) and the grid of
+        :func:`ct_series_geometry`.
+
+    Raises:
+        CaseError: unreadable pixels, a transfer syntax with no installed decoder,
+            inconsistent rows/columns/spacing/orientation, non-uniform slice spacing,
+            or NaN/inf values.
+    """
+    geometry = ct_series_geometry(files, case, max_gap_tolerance)
+    cols, rows, _ = geometry.shape
+    # slices are filled contiguously and the [i, j, k] array is a transposed view of them: writing
+    # each slice transposed into a C-ordered [i, j, k] array took 0.8 s of a 512x512x130 read
+    slices = np.empty((len(files), rows, cols), dtype=np.float32)
     for k, f in enumerate(files):
+        problem = _decoder_problem(f)
+        if problem is not None:
+            raise CaseError(case, f"cannot read pixel data of {f.rel}: {problem}")
         try:
             ds = pydicom.dcmread(f.path)
             pixels = ds.pixel_array
         except Exception as e:  # noqa: BLE001 - pydicom/numpy raise many types for bad pixel data
-            raise CaseError(case, f"cannot read pixel data of {f.rel} ({type(e).__name__}: {e})") from e
+            raise CaseError(case, f"cannot read pixel data of {f.rel} ({_one_line(e)})") from e
         if pixels.shape != (rows, cols):
             raise CaseError(case, f"{f.rel}: pixel data has shape {pixels.shape}, expected ({rows}, {cols})")
         slope = float(ds.get("RescaleSlope", 1.0))
         intercept = float(ds.get("RescaleIntercept", 0.0))
         if not (np.isfinite(slope) and np.isfinite(intercept)):
             raise CaseError(case, f"{f.rel}: non-finite RescaleSlope/RescaleIntercept ({slope}, {intercept})")
-        hu[:, :, k] = (pixels.astype(np.float64) * slope + intercept).T
-    if not np.all(np.isfinite(hu)):
-        k = int(np.flatnonzero(~np.isfinite(hu).all(axis=(0, 1)))[0])
-        raise CaseError(case, f"NaN or infinite HU values in slice at z={pos[k]:.2f} ({files[k].rel})")
-
-    spacing = (float(ps[1]), float(ps[0]), float((pos[-1] - pos[0]) / (len(files) - 1)))
-    geometry = Geometry(
-        shape=(cols, rows, len(files)),
-        spacing_mm=spacing,
-        origin_lps_mm=tuple(float(v) for v in ipps_arr[0]),  # type: ignore[arg-type]
-        direction=tuple(tuple(float(v) for v in r) for r in np.column_stack([row_dir, col_dir, normal])),
-    )
-    return hu, geometry
+        slices[k] = pixels.astype(np.float64) * slope + intercept
+    if not np.all(np.isfinite(slices)):
+        k = int(np.flatnonzero(~np.isfinite(slices).all(axis=(1, 2)))[0])
+        ipp = _floats(files[k].header, "ImagePositionPatient", 3, case, files[k].rel)
+        z = float(ipp @ geometry.direction_matrix[:, 2])
+        raise CaseError(case, f"NaN or infinite HU values in slice at z={z:.2f} ({files[k].rel})")
+    return slices.transpose(2, 1, 0), geometry
 
 
-# --------------------------------------------------------------------------- RTSTRUCT
+@dataclass
+class CtSeries:
+    """The axial CT series of a DICOM folder, as :func:`read_ct_folder` reads it.
+
+    Attributes:
+        hu: Hounsfield units, float32 ``[i, j, k]`` = ``[column, row, slice]``
+            (``hu[:, :, k]`` is ``files[k]``'s ``pixel_array`` transposed).
+        geometry: Grid of ``hu`` (LPS mm).
+        series_uid: SeriesInstanceUID of the series.
+        files: The series' files in ``k`` order (by position along the slice normal).
+    """
+
+    hu: np.ndarray
+    geometry: Geometry
+    series_uid: str
+    files: list[DicomFile]
+
+    @property
+    def sop_instance_uids(self) -> list[str]:
+        """SOPInstanceUID of each slice, in ``k`` order."""
+        return [sop_instance_uid(f.header) for f in self.files]
 
 
-def rtstruct_references(ds: Dataset) -> tuple[set[str], set[str], set[str]]:
-    """Frame-of-reference, series and image UIDs an RTSTRUCT points at.
+def select_ct_series(folder: str | Path) -> tuple[str, list[DicomFile]]:
+    """Choose the CT series of a one-patient DICOM folder, reading headers only.
+
+    The series selection of ``lungseg predict``: axial CT Image Storage series only
+    (localizers, other modalities, duplicate instances dropped), ORIGINAL/PRIMARY first,
+    then the most slices, then by UID (:func:`best_series`).
+
+    Args:
+        folder: A folder tree holding one patient's DICOM files (any layout).
 
     Returns:
-        ``(frame_of_reference_uids, series_uids, sop_instance_uids)`` from
-        ReferencedFrameOfReferenceSequence (series and contour images) and the
-        ContourImageSequence of every contour.
-    """
-    fors, series, sops = set(), set(), set()
-    for fr in ds.get("ReferencedFrameOfReferenceSequence", []):
-        if "FrameOfReferenceUID" in fr:
-            fors.add(str(fr.FrameOfReferenceUID))
-        for st in fr.get("RTReferencedStudySequence", []):
-            for se in st.get("RTReferencedSeriesSequence", []):
-                if "SeriesInstanceUID" in se:
-                    series.add(str(se.SeriesInstanceUID))
-                for img in se.get("ContourImageSequence", []):
-                    sops.add(str(img.get("ReferencedSOPInstanceUID", "")))
-    for roi in ds.get("StructureSetROISequence", []):
-        if "ReferencedFrameOfReferenceUID" in roi:
-            fors.add(str(roi.ReferencedFrameOfReferenceUID))
-    for rc in ds.get("ROIContourSequence", []):
-        for c in rc.get("ContourSequence", []):
-            for img in c.get("ContourImageSequence", []):
-                sops.add(str(img.get("ReferencedSOPInstanceUID", "")))
-    sops.discard("")
-    return fors, series, sops
-
-
-def roi_names(ds: Dataset) -> list[str]:
-    """ROI names of an RTSTRUCT in StructureSetROISequence order."""
-    return [str(r.get("ROIName", "")) for r in ds.get("StructureSetROISequence", [])]
-
-
-def _contour_points(item: Dataset) -> np.ndarray:
-    """ContourData of one contour item as an ``(N, 3)`` float array (fast path for raw values)."""
-    elem = item.get_item(_CONTOUR_DATA) if _CONTOUR_DATA in item else None
-    if elem is None:
-        return np.zeros((0, 3))
-    if elem.is_raw and isinstance(elem.value, bytes):
-        flat = np.array(elem.value.split(b"\\"), dtype=np.float64) if elem.value.strip() else np.zeros(0)
-    else:
-        value = item.ContourData
-        values = value if isinstance(value, Sequence) else [value]
-        flat = np.asarray([float(v) for v in values], dtype=np.float64)
-    if flat.size % 3:
-        raise ValueError(f"ContourData holds {flat.size} numbers, not a multiple of 3")
-    return flat.reshape(-1, 3)
-
-
-def roi_contours(ds: Dataset, name: str) -> list[np.ndarray]:
-    """CLOSED_PLANAR contours of the ROI called ``name``, each an ``(N, 3)`` LPS mm array.
-
-    Contours of other geometric types (POINT, OPEN_PLANAR) are skipped.
+        ``(series_uid, files)`` with the files sorted by position along the slice normal.
 
     Raises:
-        ValueError: the ROI does not exist or its ContourData is malformed.
+        CaseError: (naming ``folder``) not a folder, no DICOM CT files (the message says
+            what was found instead), CT files of several patients, no axial series.
     """
-    rois = ds.get("StructureSetROISequence", [])
-    numbers = [int(r.ROINumber) for r in rois if str(r.get("ROIName")) == name]
-    if not numbers:
-        raise ValueError(f"no ROI named {name!r}")
-    contours = []
-    for rc in ds.get("ROIContourSequence", []):
-        if int(rc.get("ReferencedROINumber", -1)) != numbers[0]:
-            continue
-        for c in rc.get("ContourSequence", []):
-            kind = str(c.get("ContourGeometricType", "CLOSED_PLANAR")).upper()
-            if kind != "CLOSED_PLANAR":
-                logger.debug("skipping %s contour of ROI %r", kind, name)
-                continue
-            try:
-                contours.append(_contour_points(c))
-            except ValueError as e:
-                raise ValueError(f"invalid ContourData ({e})") from e
-    return contours
+    folder = Path(folder)
+    name = str(folder)
+    if not folder.is_dir():
+        raise CaseError(name, "not a folder")
+    patients = scan_dicom_tree(folder)
+    with_ct = {pid: p for pid, p in patients.items() if p.ct or p.errors}
+    if not with_ct:
+        found: Counter[str] = Counter()
+        for p in patients.values():
+            found.update(p.ignored)
+            found["RTSTRUCT"] += len(p.rtstructs)
+        notes = [f"{n} {why} file(s)" for why, n in sorted(found.items()) if n]
+        detail = f" (found: {'; '.join(notes)})" if notes else ""
+        raise CaseError(name, f"no DICOM CT image files found{detail}")
+    if len(with_ct) > 1:
+        raise CaseError(name, f"holds CT files of {len(with_ct)} patients; give one patient's folder")
+    usable, _ = require_ct_series(next(iter(with_ct.values())), name)
+    uid = best_series(usable)
+    if len(usable) > 1:
+        logger.info("%s: %d axial CT series, using %s (%d slices)", name, len(usable), uid, len(usable[uid]))
+    return uid, usable[uid]
+
+
+def read_ct_folder(folder: str | Path, max_gap_tolerance: float = DEFAULT_MAX_GAP_TOLERANCE) -> CtSeries:
+    """Read the CT series of a one-patient DICOM folder (chosen by :func:`select_ct_series`).
+
+    Args:
+        folder: A folder tree holding one patient's DICOM files (any layout).
+        max_gap_tolerance: Largest allowed relative deviation of a slice gap from the median.
+
+    Returns:
+        The volume in HU ``[i, j, k]``, its grid, the series UID and its files in ``k`` order.
+
+    Raises:
+        CaseError: (naming ``folder``) see :func:`select_ct_series` and :func:`load_ct_series`.
+    """
+    uid, files = select_ct_series(folder)
+    hu, geometry = load_ct_series(files, str(folder), max_gap_tolerance)
+    return CtSeries(hu=hu, geometry=geometry, series_uid=uid, files=files)
 
 
 def _series_dir(files: list[DicomFile]) -> Path:
@@ -646,7 +474,7 @@ def _referenced_series(rs: DicomFile, usable: dict[str, list[DicomFile]], ignore
     """
     fors, series, sops = rtstruct_references(rs.header)
     if not series:
-        sop_to_series = {_sop_instance(f.header): u for u, files in usable.items() for f in files}
+        sop_to_series = {sop_instance_uid(f.header): u for u, files in usable.items() for f in files}
         series = {sop_to_series[s] for s in sops if s in sop_to_series}
     if series:
         found = sorted(series & usable.keys())
@@ -695,12 +523,7 @@ def read_dicom_case(patient: PatientFiles, case: str, cfg: PrepareConfig) -> Dic
     """
     if patient.errors:
         raise CaseError(case, "; ".join(patient.errors))
-    usable, ignored = find_ct_series(patient)
-    if not usable:
-        notes = [f"series {uid}: {why}" for uid, why in ignored.items()]
-        notes += [f"{n} {why} file(s)" for why, n in sorted(patient.ignored.items())]
-        detail = f" (ignored: {'; '.join(notes)})" if notes else ""
-        raise CaseError(case, f"no axial CT series found{detail}")
+    usable, ignored = require_ct_series(patient, case)
     if not patient.rtstructs:
         raise CaseError(case, "no RTSTRUCT found")
 

@@ -44,6 +44,11 @@ _DEFAULT_COLORS = {
 }
 
 
+def roi_color(name: str) -> tuple[int, int, int]:
+    """Default RGB display colour of an ROI by name, case- and underscore-insensitive; grey when unknown."""
+    return _DEFAULT_COLORS.get(name.lower().replace("_", ""), (128, 128, 128))
+
+
 def make_uid(*parts: str) -> str:
     """Return a valid DICOM UID derived only from ``parts`` (same parts, same UID).
 
@@ -114,6 +119,16 @@ def _patient_study(ds: Dataset, study: StudyInfo) -> None:
     ds.StudyDescription = study.study_description
     ds.Manufacturer = study.manufacturer
     ds.ManufacturerModelName = study.manufacturer_model_name
+
+
+def _patient_study_series(ds: Dataset, study: StudyInfo, modality: str, series_uid: str, number: int) -> None:
+    """Fill the Patient, General Study, General Equipment and General Series modules."""
+    _patient_study(ds, study)
+    ds.Modality = modality
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesNumber = int(number)
+    ds.SeriesDate = study.study_date
+    ds.SeriesTime = study.study_time
 
 
 def _save(ds: Dataset, path: Path) -> None:
@@ -192,12 +207,7 @@ def write_ct_series(
     n_i, n_j, n_k = geometry.shape
     ds = Dataset()
     ds.SOPClassUID = CTImageStorage
-    _patient_study(ds, study)
-    ds.Modality = "CT"
-    ds.SeriesInstanceUID = series_uid
-    ds.SeriesNumber = int(series_number)
-    ds.SeriesDate = study.study_date
-    ds.SeriesTime = study.study_time
+    _patient_study_series(ds, study, "CT", series_uid, series_number)
     ds.SeriesDescription = series_description
     ds.BodyPartExamined = study.body_part_examined
     ds.PatientPosition = "HFS"
@@ -305,6 +315,111 @@ def _contour_image(sop_uid: str) -> Dataset:
     return item
 
 
+def add_rtstruct_content(
+    ds: Dataset,
+    masks: dict[str, np.ndarray],
+    geometry: Geometry,
+    *,
+    study_uid: str,
+    frame_of_reference_uid: str,
+    ct_series_uid: str,
+    ct_sop_uids: Sequence[str],
+    colors: dict[str, tuple[int, int, int]] | None = None,
+    slice_positions_lps: np.ndarray | None = None,
+) -> None:
+    """Add the references and ROIs of an RT Structure Set to ``ds``.
+
+    Sets ReferencedFrameOfReferenceSequence (frame of reference, study, CT series and
+    every CT image), StructureSetROISequence, ROIContourSequence (one CLOSED_PLANAR
+    contour per polygon traced by :func:`mask_to_contours` on each slice ``k``, referencing
+    ``ct_sop_uids[k]``; vertices mapped to LPS mm through ``geometry.voxel_to_lps`` and
+    written with 1e-4 mm precision) and RTROIObservationsSequence. Patient, study, series
+    and SOP attributes are the caller's.
+
+    Args:
+        ds: Dataset to fill.
+        masks: ROI name -> boolean array ``[i, j, k]`` on the CT grid (shape
+            ``geometry.shape``); ROI numbers follow the dict order. An empty mask gives an
+            ROI without contours.
+        geometry: Grid of the CT series the masks belong to.
+        study_uid: StudyInstanceUID of the CT.
+        frame_of_reference_uid: FrameOfReferenceUID of the CT.
+        ct_series_uid: SeriesInstanceUID of the referenced CT series.
+        ct_sop_uids: SOPInstanceUIDs of the CT Image Storage slices in ``k`` order.
+        colors: Optional ROI name -> RGB display colour (default :func:`roi_color`).
+        slice_positions_lps: Optional ``(n_k, 3)`` ImagePositionPatient of each slice: a
+            slice's vertices are then placed in that slice's own plane (in-plane offsets
+            from ``geometry``), so slices that are not exactly evenly spaced keep their
+            contours on them. Default: voxel ``(0, 0, k)`` of ``geometry``.
+
+    Raises:
+        ValueError: the number of SOP UIDs or a mask shape does not match ``geometry``.
+    """
+    n_k = geometry.shape[2]
+    if len(ct_sop_uids) != n_k:
+        raise ValueError(f"{len(ct_sop_uids)} CT SOP UIDs given for {n_k} slices")
+    shift = np.zeros((n_k, 3))
+    if slice_positions_lps is not None:
+        positions = np.asarray(slice_positions_lps, dtype=np.float64)
+        if positions.shape != (n_k, 3):
+            raise ValueError(f"slice positions have shape {positions.shape}, expected ({n_k}, 3)")
+        shift = positions - geometry.voxel_to_lps(np.column_stack([np.zeros((n_k, 2)), np.arange(n_k)]))
+    colors = colors or {}
+    series_item = Dataset()
+    series_item.SeriesInstanceUID = ct_series_uid
+    series_item.ContourImageSequence = DicomSequence([_contour_image(u) for u in ct_sop_uids])
+    study_item = Dataset()
+    # Detached Study Management SOP Class (retired, but what RTSTRUCTs customarily reference)
+    study_item.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
+    study_item.ReferencedSOPInstanceUID = study_uid
+    study_item.RTReferencedSeriesSequence = DicomSequence([series_item])
+    for_item = Dataset()
+    for_item.FrameOfReferenceUID = frame_of_reference_uid
+    for_item.RTReferencedStudySequence = DicomSequence([study_item])
+    ds.ReferencedFrameOfReferenceSequence = DicomSequence([for_item])
+
+    roi_items, contour_items, obs_items = [], [], []
+    for number, (name, mask) in enumerate(masks.items(), start=1):
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != tuple(geometry.shape):
+            raise ValueError(f"mask {name!r} shape {mask.shape} does not match geometry {geometry.shape}")
+        roi = Dataset()
+        roi.ROINumber = number
+        roi.ReferencedFrameOfReferenceUID = frame_of_reference_uid
+        roi.ROIName = name
+        roi.ROIGenerationAlgorithm = "AUTOMATIC"
+        roi_items.append(roi)
+
+        contours = []
+        for k in np.flatnonzero(mask.any(axis=(0, 1))):
+            for poly in mask_to_contours(mask[:, :, k]):
+                ijk = np.column_stack([poly, np.full(len(poly), float(k))])
+                c = Dataset()
+                c.ContourImageSequence = DicomSequence([_contour_image(ct_sop_uids[k])])
+                c.ContourGeometricType = "CLOSED_PLANAR"
+                c.NumberOfContourPoints = len(poly)
+                c.ContourNumber = len(contours) + 1
+                _set_contour_data(c, geometry.voxel_to_lps(ijk) + shift[k])
+                contours.append(c)
+        rc = Dataset()
+        rgb = colors.get(name, roi_color(name))
+        rc.ROIDisplayColor = [int(v) for v in rgb]
+        rc.ContourSequence = DicomSequence(contours)
+        rc.ReferencedROINumber = number
+        contour_items.append(rc)
+
+        obs = Dataset()
+        obs.ObservationNumber = number
+        obs.ReferencedROINumber = number
+        obs.RTROIInterpretedType = "ORGAN"
+        obs.ROIInterpreter = ""
+        obs_items.append(obs)
+
+    ds.StructureSetROISequence = DicomSequence(roi_items)
+    ds.ROIContourSequence = DicomSequence(contour_items)
+    ds.RTROIObservationsSequence = DicomSequence(obs_items)
+
+
 def write_rtstruct(
     masks: dict[str, np.ndarray],
     geometry: Geometry,
@@ -321,9 +436,8 @@ def write_rtstruct(
 ) -> None:
     """Write an RT Structure Set with one CLOSED_PLANAR contour set per ROI.
 
-    Each mask slice is traced with :func:`mask_to_contours`; vertices are
-    mapped to LPS mm through ``geometry.voxel_to_lps`` with ``k`` = the slice
-    index and written with 1e-4 mm precision.
+    The contours and references are :func:`add_rtstruct_content`'s; the patient and
+    study attributes come from ``study``.
 
     Args:
         masks: ROI name -> boolean array ``[i, j, k]`` on the CT grid
@@ -339,78 +453,19 @@ def write_rtstruct(
         series_number: SeriesNumber of the RTSTRUCT.
         label: StructureSetLabel.
     """
-    n_k = geometry.shape[2]
-    if len(ct_sop_uids) != n_k:
-        raise ValueError(f"{len(ct_sop_uids)} CT SOP UIDs given for {n_k} slices")
-    colors = colors or {}
     ds = Dataset()
     ds.file_meta = _file_meta(RTStructureSetStorage, sop_uid)
     ds.SOPClassUID = RTStructureSetStorage
     ds.SOPInstanceUID = sop_uid
-    _patient_study(ds, study)
-    ds.Modality = "RTSTRUCT"
-    ds.SeriesInstanceUID = series_uid
-    ds.SeriesNumber = int(series_number)
-    ds.SeriesDate = study.study_date
-    ds.SeriesTime = study.study_time
+    _patient_study_series(ds, study, "RTSTRUCT", series_uid, series_number)
     ds.InstanceNumber = 1
     ds.StructureSetLabel = label
     ds.StructureSetDate = study.study_date
     ds.StructureSetTime = study.study_time
-
-    series_item = Dataset()
-    series_item.SeriesInstanceUID = ct_series_uid
-    series_item.ContourImageSequence = DicomSequence([_contour_image(u) for u in ct_sop_uids])
-    study_item = Dataset()
-    # Detached Study Management SOP Class (retired, but what RTSTRUCTs customarily reference)
-    study_item.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"
-    study_item.ReferencedSOPInstanceUID = study.study_uid
-    study_item.RTReferencedSeriesSequence = DicomSequence([series_item])
-    for_item = Dataset()
-    for_item.FrameOfReferenceUID = study.frame_of_reference_uid
-    for_item.RTReferencedStudySequence = DicomSequence([study_item])
-    ds.ReferencedFrameOfReferenceSequence = DicomSequence([for_item])
-
-    roi_items, contour_items, obs_items = [], [], []
-    for number, (name, mask) in enumerate(masks.items(), start=1):
-        mask = np.asarray(mask, dtype=bool)
-        if mask.shape != tuple(geometry.shape):
-            raise ValueError(f"mask {name!r} shape {mask.shape} does not match geometry {geometry.shape}")
-        roi = Dataset()
-        roi.ROINumber = number
-        roi.ReferencedFrameOfReferenceUID = study.frame_of_reference_uid
-        roi.ROIName = name
-        roi.ROIGenerationAlgorithm = "AUTOMATIC"
-        roi_items.append(roi)
-
-        contours = []
-        for k in np.flatnonzero(mask.any(axis=(0, 1))):
-            for poly in mask_to_contours(mask[:, :, k]):
-                ijk = np.column_stack([poly, np.full(len(poly), float(k))])
-                c = Dataset()
-                c.ContourImageSequence = DicomSequence([_contour_image(ct_sop_uids[k])])
-                c.ContourGeometricType = "CLOSED_PLANAR"
-                c.NumberOfContourPoints = len(poly)
-                c.ContourNumber = len(contours) + 1
-                _set_contour_data(c, geometry.voxel_to_lps(ijk))
-                contours.append(c)
-        rc = Dataset()
-        rgb = colors.get(name, _DEFAULT_COLORS.get(name.lower().replace("_", ""), (128, 128, 128)))
-        rc.ROIDisplayColor = [int(v) for v in rgb]
-        rc.ContourSequence = DicomSequence(contours)
-        rc.ReferencedROINumber = number
-        contour_items.append(rc)
-
-        obs = Dataset()
-        obs.ObservationNumber = number
-        obs.ReferencedROINumber = number
-        obs.RTROIInterpretedType = "ORGAN"
-        obs.ROIInterpreter = ""
-        obs_items.append(obs)
-
-    ds.StructureSetROISequence = DicomSequence(roi_items)
-    ds.ROIContourSequence = DicomSequence(contour_items)
-    ds.RTROIObservationsSequence = DicomSequence(obs_items)
+    add_rtstruct_content(
+        ds, masks, geometry, study_uid=study.study_uid, frame_of_reference_uid=study.frame_of_reference_uid,
+        ct_series_uid=ct_series_uid, ct_sop_uids=ct_sop_uids, colors=colors,
+    )  # fmt: skip
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _save(ds, out_path)

@@ -1,0 +1,238 @@
+"""DICOM SEG and RTSTRUCT export: read back with pydicom, masks, references, geometry, identifiers."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import RTStructureSetStorage, SegmentationStorage
+
+from lungseg.data.dicom import CtSeries, read_ct_folder
+from lungseg.data.dicom_export import write_dicom_seg, write_rtstruct
+from lungseg.data.dicom_rtstruct import rasterize_contours, roi_contours
+from lungseg.data.dicom_write import StudyInfo, make_uid, write_ct_series
+from lungseg.data.geometry import Geometry
+from lungseg.data.ingest import lung_labels, split_binary_mask
+from lungseg.data.nifti import read_nifti
+from lungseg.errors import CaseError
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+REAL = SHARED / "real-ct" / "copdgene-10002k"
+NAME = "Zzyzx^Quuxley"  # must never reach a log
+# rows run along +y (posterior), columns along +x, slice normal -z: i, j and k all differ from x, y, z
+GEOM = Geometry((30, 26, 9), (0.9, 1.3, 2.5), (40.0, -30.0, 20.0), ((0, 1, 0), (1, 0, 0), (0, 0, -1)))
+PATIENT_AND_STUDY = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+    "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+)  # fmt: skip
+
+
+def _study() -> StudyInfo:
+    return StudyInfo(
+        patient_id="EXP1", patient_name=NAME, study_uid=make_uid("EXP1", "study"),
+        frame_of_reference_uid=make_uid("EXP1", "for"), accession_number="A77",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory) -> tuple[Path, CtSeries, np.ndarray]:
+    """A small CT series, the loader's view of it and labels on that grid (right lung with a hole)."""
+    folder = tmp_path_factory.mktemp("export") / "ct"
+    hu = np.random.default_rng(0).integers(-1000, 500, size=GEOM.shape).astype(np.int16)
+    write_ct_series(hu, GEOM, folder, _study(), make_uid("EXP1", "ct"))
+    ct = read_ct_folder(folder)
+    ijk = np.stack(np.meshgrid(*map(np.arange, ct.geometry.shape), indexing="ij"), -1)
+    centres = ct.geometry.voxel_to_lps(ijk)
+    x, y, z = centres[..., 0], centres[..., 1], centres[..., 2]
+    labels = np.zeros(ct.geometry.shape, np.uint8)
+    # x from 40 to 72.5 mm, y from -30 to -3.9 mm, z from 0 to 20 mm
+    labels[((x - 49.0) ** 2 / 36 + (y + 17.0) ** 2 / 64 < 1) & (z > 2)] = 1  # patient right: small LPS x
+    labels[((x - 64.0) ** 2 / 25 + (y + 16.0) ** 2 / 49 < 1) & (z < 15)] = 2
+    labels[(np.abs(x - 49.0) < 1.5) & (np.abs(y + 17.0) < 1.0)] = 0  # a hole through the right lung
+    assert (labels == 1).sum() > 100 and (labels == 2).sum() > 100
+    return folder, ct, labels
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+
+
+def _seg_labels(seg: pydicom.Dataset, ct: CtSeries) -> np.ndarray:
+    """Labels ``[i, j, k]`` from a SEG's frames, placed by each frame's referenced CT SOP Instance UID."""
+    k_of = {uid: k for k, uid in enumerate(ct.sop_instance_uids)}
+    frames = seg.pixel_array.reshape(-1, seg.Rows, seg.Columns)
+    out = np.zeros(ct.geometry.shape, np.uint8)
+    for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
+        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+        source = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        out[:, :, k_of[source]][frame.T.astype(bool)] = number
+    return out
+
+
+def _seg_world_centroid(seg: pydicom.Dataset, number: int) -> np.ndarray:
+    """LPS centroid of a segment from the SEG's own plane positions, orientation and spacing."""
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    iop = np.array(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
+    row_spacing, col_spacing = (float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing)
+    points = []
+    frames = seg.pixel_array.reshape(-1, seg.Rows, seg.Columns)
+    for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
+        if int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber) != number:
+            continue
+        ipp = np.array(item.PlanePositionSequence[0].ImagePositionPatient, float)
+        r, c = np.nonzero(frame)
+        points.append(ipp + np.outer(c * col_spacing, iop[:3]) + np.outer(r * row_spacing, iop[3:]))
+    return np.concatenate(points).mean(axis=0)
+
+
+def _rtstruct_labels(rs: pydicom.Dataset, ct: CtSeries) -> np.ndarray:
+    out = np.zeros(ct.geometry.shape, np.uint8)
+    for value, name in ((1, "Lung_R"), (2, "Lung_L")):
+        out[rasterize_contours(roi_contours(rs, name), ct.geometry)] = value
+    return out
+
+
+def _check_references(ds: pydicom.Dataset, ct: CtSeries) -> None:
+    first = ct.files[0].header
+    for keyword in PATIENT_AND_STUDY:
+        assert ds.get(keyword) == first.get(keyword), keyword
+    assert ds.FrameOfReferenceUID == first.FrameOfReferenceUID if "FrameOfReferenceUID" in ds else True
+    assert ds.SeriesInstanceUID != ct.series_uid and ds.SOPInstanceUID not in ct.sop_instance_uids
+    # no patient identifier that the CT does not hold
+    for elem in ds.group_dataset(0x0010):
+        if elem.value not in (None, "", []):
+            assert elem.tag in first and first[elem.tag].value == elem.value, elem.keyword
+
+
+def _check_seg(path: Path, ct: CtSeries, labels: np.ndarray) -> pydicom.Dataset:
+    seg = pydicom.dcmread(path)
+    assert seg.SOPClassUID == SegmentationStorage and seg.Modality == "SEG"
+    assert seg.SegmentationType == "BINARY"
+    _check_references(seg, ct)
+    assert seg.FrameOfReferenceUID == ct.files[0].header.FrameOfReferenceUID
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct.series_uid
+    segments = {int(s.SegmentNumber): s for s in seg.SegmentSequence}
+    for number, code, meaning in ((1, "3341006", "Right lung"), (2, "44029006", "Left lung")):
+        prop = segments[number].SegmentedPropertyTypeCodeSequence[0]
+        assert (prop.CodeValue, prop.CodingSchemeDesignator, prop.CodeMeaning) == (code, "SCT", meaning)
+        category = segments[number].SegmentedPropertyCategoryCodeSequence[0]
+        assert (category.CodeValue, category.CodingSchemeDesignator) == ("91723000", "SCT")
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == pytest.approx(
+        [float(v) for v in ct.files[0].header.PixelSpacing]
+    )
+    iop = [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient]
+    assert iop == pytest.approx([float(v) for v in ct.files[0].header.ImageOrientationPatient])
+    position_of = {uid: [float(v) for v in f.header.ImagePositionPatient]
+                   for uid, f in zip(ct.sop_instance_uids, ct.files, strict=True)}  # fmt: skip
+    for item in seg.PerFrameFunctionalGroupsSequence:
+        source = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        ipp = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
+        assert ipp == pytest.approx(position_of[source], abs=1e-3)
+    got = _seg_labels(seg, ct)
+    for value in (1, 2):
+        assert _dice(got == value, labels == value) >= 0.99
+        voxels = np.argwhere(labels == value).astype(float)
+        expected = ct.geometry.voxel_to_lps(voxels).mean(axis=0)
+        assert _seg_world_centroid(seg, value) == pytest.approx(expected, abs=1e-3)
+    return seg
+
+
+def _check_rtstruct(path: Path, ct: CtSeries, labels: np.ndarray) -> pydicom.Dataset:
+    rs = pydicom.dcmread(path)
+    assert rs.SOPClassUID == RTStructureSetStorage and rs.Modality == "RTSTRUCT"
+    _check_references(rs, ct)
+    assert [r.ROIName for r in rs.StructureSetROISequence] == ["Lung_R", "Lung_L"]
+    for_item = rs.ReferencedFrameOfReferenceSequence[0]
+    assert for_item.FrameOfReferenceUID == ct.files[0].header.FrameOfReferenceUID
+    study_item = for_item.RTReferencedStudySequence[0]
+    assert study_item.ReferencedSOPInstanceUID == ct.files[0].header.StudyInstanceUID
+    series_item = study_item.RTReferencedSeriesSequence[0]
+    assert series_item.SeriesInstanceUID == ct.series_uid
+    assert [c.ReferencedSOPInstanceUID for c in series_item.ContourImageSequence] == ct.sop_instance_uids
+    z_of = {uid: float(f.header.ImagePositionPatient[2]) for uid, f in zip(ct.sop_instance_uids, ct.files)}
+    for rc in rs.ROIContourSequence:
+        for contour in rc.ContourSequence:
+            assert contour.ContourGeometricType == "CLOSED_PLANAR"
+            points = np.asarray(contour.ContourData, float).reshape(-1, 3)
+            assert np.allclose(points[:, 2], z_of[contour.ContourImageSequence[0].ReferencedSOPInstanceUID])
+    got = _rtstruct_labels(rs, ct)
+    for value in (1, 2):
+        assert _dice(got == value, labels == value) >= 0.99
+    return rs
+
+
+def test_seg_and_rtstruct_round_trip_on_a_synthetic_series(synthetic, tmp_path, caplog, capfd) -> None:
+    folder, ct, labels = synthetic
+    caplog.set_level(logging.DEBUG)
+    seg = _check_seg(write_dicom_seg(labels, folder, tmp_path / "out" / "seg.dcm"), ct, labels)
+    rs = _check_rtstruct(write_rtstruct(labels, folder, tmp_path / "out" / "rt.dcm"), ct, labels)
+    np.testing.assert_array_equal(_seg_labels(seg, ct), labels)  # binary SEG is exact
+    np.testing.assert_array_equal(_rtstruct_labels(rs, ct), labels)  # contours between voxel centres: exact
+    assert seg.PatientName == NAME and seg.AccessionNumber == "A77"
+    assert "PatientBirthDate" not in ct.files[0].header or not seg.get("PatientBirthDate")
+    out, err = capfd.readouterr()
+    assert "Zzyzx" not in caplog.text + out + err
+    assert sorted(os.listdir(tmp_path / "out")) == ["rt.dcm", "seg.dcm"]  # no temporary files left
+
+
+def test_uids_follow_the_labels(synthetic, tmp_path) -> None:
+    folder, _, labels = synthetic
+    again = pydicom.dcmread(write_dicom_seg(labels, folder, tmp_path / "a.dcm"))
+    same = pydicom.dcmread(write_dicom_seg(labels.copy(), folder, tmp_path / "b.dcm"))
+    changed = labels.copy()
+    changed[changed == 2] = 0
+    other = pydicom.dcmread(write_dicom_seg(changed, folder, tmp_path / "c.dcm"))
+    assert again.SOPInstanceUID == same.SOPInstanceUID and again.SeriesInstanceUID == same.SeriesInstanceUID
+    assert other.SOPInstanceUID != again.SOPInstanceUID
+    rs_a = pydicom.dcmread(write_rtstruct(labels, folder, tmp_path / "ra.dcm"))
+    rs_c = pydicom.dcmread(write_rtstruct(changed, folder, tmp_path / "rc.dcm"))
+    assert rs_a.SOPInstanceUID != rs_c.SOPInstanceUID != again.SOPInstanceUID
+    left = next(rc for rc in rs_c.ROIContourSequence if rc.ReferencedROINumber == 2)
+    assert len(left.ContourSequence) == 0  # an empty lung: ROI kept, no contours
+
+
+@pytest.mark.parametrize("writer", [write_dicom_seg, write_rtstruct])
+def test_bad_input_is_one_line_and_keeps_earlier_output(synthetic, tmp_path, writer) -> None:
+    folder, _, labels = synthetic
+    out = tmp_path / "result.dcm"
+    out.write_bytes(b"earlier result")
+    with pytest.raises(CaseError, match=r"labels have shape \(26, 30, 9\), but the CT series grid is "
+                                        r"\(30, 26, 9\) \(columns, rows, slices\)$"):  # fmt: skip
+        writer(labels.transpose(1, 0, 2), folder, out)  # (rows, columns, slices): the classic mistake
+    bad = labels.copy()
+    bad[0, 0, 0] = 7
+    with pytest.raises(CaseError, match=r"labels hold values \[7\]; expected 0 background, 1 right lung, "):
+        writer(bad, folder, out)
+    (tmp_path / "not-ct").mkdir()
+    (tmp_path / "not-ct" / "notes.txt").write_text("no DICOM here")
+    with pytest.raises(CaseError, match=r"not-ct: no DICOM CT image files found$"):
+        writer(labels, tmp_path / "not-ct", out)
+    with pytest.raises(CaseError, match=r": not a folder$"):
+        writer(labels, tmp_path / "missing", out)
+    assert out.read_bytes() == b"earlier result"
+    assert sorted(os.listdir(tmp_path)) == ["not-ct", "result.dcm"]
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason=f"real CT sample not found at {REAL} (shared/ folder absent)")
+def test_seg_and_rtstruct_round_trip_on_the_real_ct(tmp_path, recwarn) -> None:
+    folder = REAL / "dicom"
+    ct = read_ct_folder(folder)
+    name = str(ct.files[0].header.PatientName)  # a one-part name, which highdicom warns about, quoting it
+    mask, mask_geometry = read_nifti(REAL / "lungs.nii.gz")
+    assert mask.shape == ct.geometry.shape
+    assert np.allclose(mask_geometry.affine_lps(), ct.geometry.affine_lps(), atol=1e-3)  # same grid and order
+    right, left = split_binary_mask(mask == 1, ct.geometry)
+    labels = lung_labels(right, left, ct.geometry)
+    seg = _check_seg(write_dicom_seg(labels, folder, tmp_path / "seg.dcm"), ct, labels)
+    rs = _check_rtstruct(write_rtstruct(labels, folder, tmp_path / "rt.dcm"), ct, labels)
+    right_x = ct.geometry.voxel_to_lps(np.argwhere(labels == 1).astype(float))[:, 0].mean()
+    left_x = ct.geometry.voxel_to_lps(np.argwhere(labels == 2).astype(float))[:, 0].mean()
+    assert right_x < left_x  # LPS: the patient's right lung has the smaller x
+    assert _seg_world_centroid(seg, 1)[0] == pytest.approx(right_x, abs=1e-3)
+    assert len(rs.ROIContourSequence[0].ContourSequence) > 20
+    assert name and not [w for w in recwarn if name in str(w.message)]
