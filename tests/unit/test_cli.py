@@ -101,3 +101,36 @@ def test_no_lung_series_warns_and_exits_zero(case, tmp_path: Path, caplog) -> No
     report = json.loads((tmp_path / "no-lung-dicom.json").read_text())
     assert [w.split(":")[0] for w in report["warnings"]] == ["no lung"]
     assert any("no lung" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def _dicom_cases(tmp: Path) -> list[Path]:
+    from lungseg.data.dicom_write import StudyInfo, make_uid, write_ct_series
+
+    ph = make_phantom(np.random.default_rng([5, 2]), False, max_matrix=64)
+    study = StudyInfo(patient_id="CLI1", study_uid=make_uid("CLI1", "study"), frame_of_reference_uid=make_uid("CLI1", "for"))
+    write_ct_series(np.rint(ph.hu), ph.geometry, tmp / "phantom", study, make_uid("CLI1", "ct"))
+    real = REAL / "copdgene-10002k" / "dicom"
+    return [tmp / "phantom"] + ([real] if real.is_dir() else [])
+
+
+def test_dicom_seg_and_rtstruct_match_the_nifti_output(case, tmp_path: Path) -> None:
+    from lungseg.data.dicom import read_ct_folder
+    from lungseg.data.nifti import read_nifti
+    from tests.unit.test_dicom_export import _check_rtstruct, _check_seg
+
+    _, _, params = case
+    half = _constant_model(tmp_path / "half.keras", 0.0)
+    inputs = _dicom_cases(tmp_path)
+    out = tmp_path / "out"
+    assert main(["--params", str(params), "predict", *map(str, inputs), "--out", str(out), "--model", str(half),
+                 "--threshold", "0.4", "--output-type", "nifti", "dicom-seg", "rtstruct", "-q"]) == 0
+    for folder in inputs:
+        name = folder.name
+        labels, _ = read_nifti(out / f"{name}_lungs.nii.gz")
+        assert (labels == 1).sum() > 100 and (labels == 2).sum() > 100
+        ct = read_ct_folder(folder)
+        _check_seg(out / f"{name}_seg.dcm", ct, labels)  # references, geometry, Dice >= 0.99 per lung
+        _check_rtstruct(out / f"{name}_rtstruct.dcm", ct, labels)
+        report = json.loads((out / f"{name}.json").read_text())
+        assert report["outputs"] == {"nifti": f"{name}_lungs.nii.gz", "dicom-seg": f"{name}_seg.dcm",
+                                     "rtstruct": f"{name}_rtstruct.dcm"}
