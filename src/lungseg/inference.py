@@ -44,11 +44,11 @@ from lungseg.data.geometry import Geometry
 from lungseg.errors import CaseError, ConfigError, LungsegError
 from lungseg.preprocessing import (
     GridMap,
+    canonical_view,
     from_canonical,
     preprocess_image,
     probabilities_to_original,
     resample_to_box,
-    to_canonical,
 )
 from lungseg.quality import assess
 
@@ -477,7 +477,7 @@ class Segmenter:
         if self.refiner is not None:
             t = time.perf_counter()
             spacing = tuple(float(geometry.spacing_mm[int(a)]) for a in np.argsort(ornt[:, 0]))
-            prob_box = self.refiner.refine(to_canonical(hu, ornt), spacing, prob_box, grid, self.preprocess,
+            prob_box = self.refiner.refine(canonical_view(hu, ornt), spacing, prob_box, grid, self.preprocess,
                                            self.postprocess.threshold)
             timings["refine"] = time.perf_counter() - t
 
