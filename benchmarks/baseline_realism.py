@@ -19,13 +19,13 @@ import time
 import numpy as np
 
 from lungseg.baseline import segment_lungs
-from lungseg.data.synthetic import _has_pathology, make_phantom
+from lungseg.data.synthetic import has_pathology, make_phantom
 from lungseg.metrics import dice
 
 
 def _one(job: tuple[int, int, float, int]) -> dict:
     seed, n, fraction, max_matrix = job
-    pathology = _has_pathology(seed, n, fraction)
+    pathology = has_pathology(seed, n, fraction)
     t0 = time.perf_counter()
     ph = make_phantom(np.random.default_rng([seed, n]), pathology, max_matrix=max_matrix)
     t1 = time.perf_counter()
@@ -48,7 +48,7 @@ def _preview(path: str, seed: int, ns: list[int], fraction: float, max_matrix: i
 
     fig, axes = plt.subplots(2 * len(ns), 3, figsize=(15, 10 * len(ns)))
     for row, n in enumerate(ns):
-        ph = make_phantom(np.random.default_rng([seed, n]), _has_pathology(seed, n, fraction), max_matrix=max_matrix)
+        ph = make_phantom(np.random.default_rng([seed, n]), has_pathology(seed, n, fraction), max_matrix=max_matrix)
         hu, sp = ph.hu, ph.geometry.spacing_mm
         lungs = ph.masks["Lung_R"] | ph.masks["Lung_L"]
         ks = np.flatnonzero(lungs.any(axis=(0, 1)))
@@ -84,7 +84,7 @@ def main() -> None:
                     "pathology patient, then exit")
     args = ap.parse_args()
     if args.preview:  # first healthy and first pathology patient
-        flags = [_has_pathology(args.seed, n, args.pathology_fraction) for n in range(args.cases)]
+        flags = [has_pathology(args.seed, n, args.pathology_fraction) for n in range(args.cases)]
         ns = sorted({flags.index(f) for f in (False, True) if f in flags})
         _preview(args.preview, args.seed, ns, args.pathology_fraction, args.max_matrix)
         return

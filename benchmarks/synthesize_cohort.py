@@ -27,7 +27,7 @@ import numpy as np
 
 from lungseg.config import PrepareConfig
 from lungseg.data.dicom import read_dicom_case, scan_dicom_tree
-from lungseg.data.synthetic import _has_pathology, make_phantom, synthesize_cohort
+from lungseg.data.synthetic import has_pathology, make_phantom, synthesize_cohort
 from lungseg.metrics import dice
 
 
@@ -35,7 +35,7 @@ def _roundtrip(job: tuple[str, int, int, float, int]) -> tuple[str, float, float
     root, seed, n, fraction, max_matrix = job
     pid = f"LCTSC-SYN-{n + 1:03d}"
     case = read_dicom_case(scan_dicom_tree(Path(root) / pid)[pid], pid, PrepareConfig())
-    ph = make_phantom(np.random.default_rng([seed, n]), _has_pathology(seed, n, fraction), max_matrix=max_matrix)
+    ph = make_phantom(np.random.default_rng([seed, n]), has_pathology(seed, n, fraction), max_matrix=max_matrix)
     same_ct = case.geometry.shape == ph.geometry.shape and bool(np.array_equal(case.hu, ph.hu))
     return pid, dice(case.right, ph.masks["Lung_R"]), dice(case.left, ph.masks["Lung_L"]), same_ct
 

@@ -14,7 +14,7 @@ from scipy import ndimage
 
 from lungseg.config import PrepareConfig
 from lungseg.data.dicom import read_dicom_case, scan_dicom_tree
-from lungseg.data.synthetic import MASK_NAMES, _has_pathology, _write_case, make_phantom, synthesize_cohort
+from lungseg.data.synthetic import MASK_NAMES, has_pathology, make_phantom, synthesize_cohort, write_case
 from lungseg.metrics import dice
 
 MM = 128
@@ -135,12 +135,12 @@ def test_tumour_excluded_and_dense_lung_included(sick) -> None:
 
 
 def test_pathology_flags_are_deterministic_and_balanced() -> None:
-    flags = [_has_pathology(2017, n, 0.5) for n in range(60)]
+    flags = [has_pathology(2017, n, 0.5) for n in range(60)]
     assert sum(flags) == 30
-    assert flags == [_has_pathology(2017, n, 0.5) for n in range(60)]
-    assert sum(_has_pathology(1, n, 0.3) for n in range(20)) == 6
-    assert not any(_has_pathology(1, n, 0.0) for n in range(20))
-    assert all(_has_pathology(1, n, 1.0) for n in range(20))
+    assert flags == [has_pathology(2017, n, 0.5) for n in range(60)]
+    assert sum(has_pathology(1, n, 0.3) for n in range(20)) == 6
+    assert not any(has_pathology(1, n, 0.0) for n in range(20))
+    assert all(has_pathology(1, n, 1.0) for n in range(20))
 
 
 # ----------------------------------------------------------------------------- cohort on disk
@@ -159,7 +159,7 @@ def test_cohort_layout_and_csv(cohort) -> None:
     with open(out / "cohort.csv", newline="") as f:
         csv_rows = list(csv.DictReader(f))
     assert [r["patient_id"] for r in csv_rows] == [r["patient_id"] for r in rows]
-    assert [int(r["pathology"]) for r in csv_rows] == [int(_has_pathology(SEED, n, 0.5)) for n in range(3)]
+    assert [int(r["pathology"]) for r in csv_rows] == [int(has_pathology(SEED, n, 0.5)) for n in range(3)]
     for row in csv_rows:
         studies = list((out / row["patient_id"]).iterdir())
         assert len(studies) == 1 and re.fullmatch(r"01-01-2017-NA-CT THORAX-\d{5}", studies[0].name)
@@ -209,7 +209,7 @@ def test_rtstruct_round_trip_every_case(cohort, tmp_path: Path) -> None:
         _round_trip(out, SEED, n, bool(row["pathology"]), 112)
     # plus other matrices / slice thicknesses, with and without pathology
     for n, pathology, mm in ((3, True, 96), (4, False, 176)):
-        _write_case((str(tmp_path), SEED, n, pathology, mm, None))
+        write_case((str(tmp_path), SEED, n, pathology, mm, None))
         _round_trip(tmp_path, SEED, n, pathology, mm)
 
 
