@@ -64,6 +64,9 @@ def test_champion_registered_once_and_again_in_a_fresh_registry(reproduced: Path
     for tag in ("git_commit", "dvc_processed_md5", "test_iou", "test_hd95_mm", "param.model.base_filters"):
         assert champion.tags[tag] not in ("", "unknown"), tag
     assert "Test split" in champion.description and "Cascade" in champion.description
+    assert "SYNTHETIC cohort only" in champion.description  # the card says honestly what it was trained on
+    assert metrics["real_abdomen_no_lung"]["unet"]["volume_ml"] == pytest.approx(0, abs=1e9)  # present
+    assert "abdomen_no_lung" in champion.description and "Real CT" in champion.description
 
     run(["lungseg", "register"], reproduced)  # idempotent: still one version
     assert len(client.search_model_versions("name='lung-segmentation'")) == 1

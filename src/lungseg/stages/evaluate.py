@@ -14,6 +14,7 @@ clone, a new ``mlflow.db``) still ends with its champion.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -152,16 +153,31 @@ def _model_card(params: Params, metrics: dict, tags: dict[str, str]) -> str:
         parts = []
         for case, rows in real.items():
             unet, base = rows.get("unet", {}), rows.get("baseline", {})
+            codes = [w.split(":")[0] for w in unet.get("warnings", [])]
+            flag = f" [warned: {', '.join(codes)}]" if codes else ""
             if "dice" in unet:
-                parts.append(f"{case} Dice {unet['dice']:.4f}" + (f" (baseline {base['dice']:.4f})" if "dice" in base else ""))
+                parts.append(f"{case} Dice {unet['dice']:.4f}" + (f" (baseline {base['dice']:.4f})" if "dice" in base else "")
+                             + flag)
             else:
-                parts.append(f"{case} {unet.get('volume_ml', float('nan')):.1f} mL of lung found (none expected)")
+                parts.append(f"{case} {unet.get('volume_ml', float('nan')):.1f} mL of lung found (none expected){flag}")
         lines.append("Real CT, never trained or tuned on (evaluate.real_ct): " + "; ".join(parts) + ".")
     lines += [
-        f"Data: {params.data.raw_dir} (processed data md5 {tags['dvc_processed_md5']}); git {tags['git_commit']}.",
-        "Input: base64 .nii/.nii.gz CT in HU. Trained on adult chest CT; not validated for clinical use.",
+        "Trained on: " + _training_data(params)
+        + f" (data {params.data.raw_dir}, processed data md5 {tags['dvc_processed_md5']}); git {tags['git_commit']}.",
+        "Input: a CT in HU (base64 .nii/.nii.gz when served; NIfTI or DICOM with `lungseg predict`). Every "
+        "prediction carries quality warnings (no lung, partial coverage, ...). Not validated for clinical use.",
     ]
     return "\n\n".join(lines)
+
+
+def _training_data(params: Params) -> str:
+    """What the model was trained on, said plainly (the embedded cohort is synthetic)."""
+    if Path(params.data.raw_dir) == Path(params.synthesize.out_dir):
+        realism = {k[: -len("_p")]: v for k, v in dataclasses.asdict(params.synthesize.realism).items() if v}
+        effects = ", ".join(f"{k} {v:g}" for k, v in realism.items()) or "none"
+        return (f"the embedded SYNTHETIC cohort only ({params.synthesize.cases} simulated patients, seed "
+                f"{params.synthesize.seed}, real-CT effects: {effects}), no real patient")
+    return f"the DICOM/NIfTI cohort in {params.data.raw_dir}"
 
 
 def register(params: Params) -> dict:
