@@ -175,6 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``lungseg`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
     args.quiet = args.quiet or getattr(args, "quiet_here", False)  # `lungseg -q predict` or `lungseg predict -q`
+    if args.quiet:
+        import os
+
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the registry download's bar
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
