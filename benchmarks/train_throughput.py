@@ -4,7 +4,8 @@ Prints ``name: value`` lines: the host (CPU model, cores, SIMD flags, oneDNN set
 model-only training volumes/s on preloaded tensors, volumes/s with the augmented tf.data
 pipeline, their ratio, the model's achieved GFLOP/s, a numpy float32 matmul GFLOP/s measured
 in the same run and the model's fraction of it. To see an AVX-512 host as an AVX2-only one
-would run it, set ``ONEDNN_MAX_CPU_ISA=AVX2``; ``TF_ENABLE_ONEDNN_OPTS=0`` shows TensorFlow's
+would run it, set ``ONEDNN_MAX_CPU_ISA=AVX2`` (TensorFlow's oneDNN kernels) and
+``OPENBLAS_CORETYPE=Haswell`` (numpy's OpenBLAS kernels, so the ratio compares like with like); ``TF_ENABLE_ONEDNN_OPTS=0`` shows TensorFlow's
 Eigen fallback (``lungseg.runtime`` turns oneDNN on by default). Uses data/processed/train when present,
 otherwise random volumes of ``preprocess.shape``. The augmentation is what ``train`` uses:
 ``augment`` from the params file with ``reports/tune/best_params.json`` laid over it when that
@@ -48,14 +49,19 @@ def forward_flops(model: tf.keras.Model) -> float:
     return total
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+def matmul_gflops(n: int = 2048, repeats: int = 5, rounds: int = 3) -> float:
+    """Best of ``rounds`` timings of ``repeats`` float32 ``n x n`` matmuls (a brief load elsewhere
+    on a 2-core host otherwise halves the figure)."""
     a = np.random.default_rng(0).random((n, n), dtype=np.float32)
     b = np.random.default_rng(1).random((n, n), dtype=np.float32)
     a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2.0 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+    best = 0.0
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        best = max(best, 2.0 * n**3 * repeats / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def volumes_per_second(model: tf.keras.Model, ds: tf.data.Dataset, steps: int, batch: int) -> float:
@@ -94,6 +100,7 @@ def main() -> None:
     train_flops = 3.0 * forward_flops(model)  # forward + backward ~ 3x forward
     for key, value in host_description().items():
         print(f"host_{key}: {value}")
+    print(f"host_openblas_coretype: {os.environ.get('OPENBLAS_CORETYPE', '(not set)')}")
     print(f"data: {source}")
     print(f"shape: {'x'.join(map(str, shape))}")
     print(f"batch_size: {batch}")
