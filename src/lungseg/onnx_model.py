@@ -35,16 +35,15 @@ def export_onnx(keras_path: str | Path, onnx_path: str | Path, sample_size: int 
         sample_size: Edge of the zero cube used to trace a fully convolutional model whose
             spatial input dims are None (must be divisible by ``2**depth``).
     """
+    from lungseg.fileio import atomic_write
     from lungseg.inference import load_keras_model
 
     model = load_keras_model(keras_path)
     shape = [1] + [s if s is not None else sample_size for s in model.input_shape[1:4]] + [model.input_shape[-1]]
     model(np.zeros(shape, dtype=np.float32), training=False)  # Keras exports only a model that was called
-    onnx_path = Path(onnx_path)
-    tmp = onnx_path.with_name(f".{onnx_path.name}.tmp")
-    model.export(str(tmp), format="onnx", verbose=False)
-    os.replace(tmp, onnx_path)
-    return onnx_path
+    with atomic_write(onnx_path, suffix=SUFFIX) as tmp:
+        model.export(str(tmp), format="onnx", verbose=False)
+    return Path(onnx_path)
 
 
 class OnnxModel:

@@ -190,10 +190,10 @@ def download_model(uri: str, dst: str | Path, tracking: TrackingConfig | None = 
     Raises:
         LungsegError: the model does not exist (for the champion: "run `make run` first").
     """
-    import os
+    from lungseg.tracking import tracking_uri
 
     if tracking is not None:
-        mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI") or tracking.tracking_uri)
+        mlflow.set_tracking_uri(tracking_uri(tracking))  # a relative SQLite path resolves at the project root
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     except MlflowException as e:

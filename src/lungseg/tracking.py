@@ -1,13 +1,17 @@
 """Experiment tracking: the only module that imports mlflow.
 
-The tracking URI comes from ``params.tracking.tracking_uri`` (default a SQLite database
-at the repo root) unless ``MLFLOW_TRACKING_URI`` is set in the environment.
+The tracking URI is ``MLFLOW_TRACKING_URI`` if set (e.g. ``http://host:5000``, an ``mlflow
+server`` shared by a team), else ``params.tracking.tracking_uri`` (default a SQLite database
+at the project root). A relative local store is anchored at the project root
+(:func:`lungseg.fileio.project_root`: ``$DVC_ROOT``), so ``dvc exp run --temp`` and queued
+experiments, which run in a throw-away copy, still log to the project's own database.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -22,15 +26,39 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from lungseg.config import TrackingConfig
+from lungseg.fileio import project_root, resolve_store
 
 log = logging.getLogger(__name__)
 
+_LOCAL_SCHEMES = ("sqlite:", "file:", "/")
+
+
+def tracking_uri(cfg: TrackingConfig) -> str:
+    """``MLFLOW_TRACKING_URI`` or ``tracking.tracking_uri``, a relative local store anchored at the project root."""
+    return resolve_store(os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri)
+
 
 def configure(cfg: TrackingConfig) -> str:
-    """Point MLflow at the tracking store and experiment; returns the tracking URI in use."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri
+    """Point MLflow at the tracking store and experiment; returns the tracking URI in use.
+
+    With a local store (SQLite, files) a new experiment keeps its artifacts in
+    ``mlruns/<experiment>`` at the project root, wherever the process runs (MLflow's own default,
+    ``./mlruns``, would follow the working directory into ``dvc exp run --temp``'s copy); a
+    tracking server decides for itself. The experiment is created here, not by
+    ``mlflow.set_experiment``: when two workers create it together, MLflow 3.17's
+    ``set_experiment`` returns the loser the experiment without making it active, and that
+    worker's new runs land in the Default experiment.
+    """
+    uri = tracking_uri(cfg)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(cfg.experiment)
+    if mlflow.get_experiment_by_name(cfg.experiment) is None:
+        folder = project_root() / "mlruns" / re.sub(r"[^A-Za-z0-9._-]", "_", cfg.experiment)
+        try:
+            mlflow.create_experiment(cfg.experiment,
+                                     artifact_location=folder.as_uri() if uri.startswith(_LOCAL_SCHEMES) else None)
+        except mlflow.exceptions.MlflowException:  # another process created it first
+            pass
+    mlflow.set_experiment(cfg.experiment)  # it exists now: this makes it the active experiment
     return uri
 
 

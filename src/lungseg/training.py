@@ -12,7 +12,6 @@ import csv
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 import dataclasses
@@ -25,6 +24,7 @@ import numpy as np
 
 from lungseg.config import AugmentConfig, ModelConfig, PreprocessConfig, TrainConfig
 from lungseg.dataset import SplitArrays, eval_dataset, train_dataset
+from lungseg.fileio import atomic_write, atomic_write_text
 from lungseg.keras_metrics import SoftDice, VolumeDice, VolumeIoU
 from lungseg.losses import DiceBCELoss
 from lungseg.model import build_unet3d
@@ -129,9 +129,8 @@ class _StateSaver(keras.callbacks.Callback):
         if self.state_dir is None:
             return
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_dir / f".{LAST_MODEL}.partial.keras"
-        self.model.save(tmp)
-        os.replace(tmp, self.state_dir / LAST_MODEL)
+        with atomic_write(self.state_dir / LAST_MODEL, suffix=".keras") as tmp:
+            self.model.save(tmp)
         state = {
             **self.extra,
             "fingerprint": self.fingerprint,
@@ -140,9 +139,7 @@ class _StateSaver(keras.callbacks.Callback):
             "early_stopping": self.stopper.snapshot(),
             "reduce_lr": self.reducer.snapshot(),
         }
-        tmp_json = self.state_dir / f".{STATE_JSON}.partial"
-        tmp_json.write_text(json.dumps(state))
-        os.replace(tmp_json, self.state_dir / STATE_JSON)
+        atomic_write_text(self.state_dir / STATE_JSON, json.dumps(state))
 
 
 def fingerprint(*parts: Any, data: SplitArrays | None = None) -> str:

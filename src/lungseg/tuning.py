@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import random
 import re
 import tempfile
 import time
@@ -36,9 +37,10 @@ import optuna
 from optuna.trial import TrialState
 
 from lungseg import tracking
-from lungseg.config import AugmentConfig, Params, SearchRange, TuneConfig
+from lungseg.config import AugmentConfig, Params, SearchRange, TuneConfig, check_augment
 from lungseg.dataset import SplitArrays
 from lungseg.errors import ConfigError, LungsegError
+from lungseg.fileio import atomic_write_text, resolve_store
 from lungseg.training import fingerprint, fit
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,7 @@ HISTORY_PNG = "optimization_history.png"
 IMPORTANCES_PNG = "param_importances.png"
 PARENT_RUN_ATTR = "mlflow_parent_run_id"
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+SCHEMA_RETRIES = 5  # opening a database storage while another worker creates its tables
 _NUMERIC_AUGMENT = tuple(f.name for f in dataclasses.fields(AugmentConfig) if f.type in (float, "float"))
 
 
@@ -137,15 +140,24 @@ def open_storage(spec: str) -> optuna.storages.BaseStorage:
 
     A journal file serves several processes on one machine; a database server serves
     several machines. With a database, a trial whose worker died is marked failed after
-    a missed heartbeat (2 minutes) and not counted.
+    a missed heartbeat (2 minutes) and not counted. Workers started together on an empty
+    database race to create Optuna's tables; the loser retries (creation is idempotent).
     """
     if "://" in spec:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat arguments
-                return optuna.storages.RDBStorage(spec, heartbeat_interval=30, grace_period=120)
-        except Exception as e:  # driver missing, server unreachable, bad URL
-            raise LungsegError(f"cannot open Optuna storage {redact(spec)}: {e}") from e
+        from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+        for attempt in range(SCHEMA_RETRIES):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat arguments
+                    return optuna.storages.RDBStorage(spec, heartbeat_interval=30, grace_period=120)
+            except (IntegrityError, ProgrammingError) as e:  # another worker is creating the same tables
+                if attempt + 1 == SCHEMA_RETRIES:
+                    raise LungsegError(f"cannot open Optuna storage {redact(spec)}: {e}") from e
+                log.info("Optuna storage %s: tables being created by another worker, retrying", redact(spec))
+                time.sleep(0.5 + random.random())
+            except Exception as e:  # driver missing, server unreachable, bad URL
+                raise LungsegError(f"cannot open Optuna storage {redact(spec)}: {e}") from e
     if not spec.endswith((".journal", ".log")):
         raise ConfigError(f"Optuna storage {spec!r} must be a file ending in .journal or .log, or a database URL")
     path = Path(spec)
@@ -290,11 +302,7 @@ def passthrough(aug: AugmentConfig) -> dict[str, Any]:
 
 def write_json(content: dict[str, Any], path: Path) -> Path:
     """Write ``content`` as indented JSON (atomically: a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(content, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(content, indent=2) + "\n")
 
 
 def _save_axes(ax: Any, path: Path) -> Path:
@@ -365,11 +373,9 @@ def overlay_best_params(aug: AugmentConfig, path: Path = BEST_PARAMS_JSON) -> tu
     for k, v in values.items():
         if k not in _NUMERIC_AUGMENT or isinstance(v, bool) or not isinstance(v, (int, float)):
             raise ConfigError(f"{path}: 'augment.{k}' = {v!r} is not a numeric augment value")
-    from lungseg.augmentation import check_config
-
     new = dataclasses.replace(aug, **{k: float(v) for k, v in values.items()})
     try:
-        check_config(new)
+        check_augment(new)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from e
     tuned = {k: float(v) for k, v in values.items()} if content.get("source") == "tune" else {}
@@ -404,7 +410,8 @@ def tune(
         return _write_best(passthrough(params.augment), out_dir)
     if train is None or val is None:
         raise LungsegError("tuning needs the training and validation data")
-    spec = storage or cfg.storage
+    configured = storage or cfg.storage  # as written (logged, and in best_params.json, which git versions)
+    spec = resolve_store(configured)  # a relative journal belongs to the project root (dvc exp run --temp)
     name = study_name(params, train, val)
     with _setup_lock(spec) as locked:  # also keeps workers from creating a new MLflow database together
         tracking.configure(params.tracking)
@@ -419,13 +426,14 @@ def tune(
         callbacks.append(optuna.study.MaxTrialsCallback(cfg.n_trials, states=FINISHED))
     else:
         to_run = n_trials
-    log.info("study %s in %s: %d finished trials, running %d more", name, redact(spec), n_finished, to_run)
+    log.info("study %s in %s: %d finished trials, running %d more", name, redact(configured), n_finished, to_run)
     with tracking.run(f"tune-{name}", run_id=parent_id):
-        tracking.set_tags({"tune.n_trials": cfg.n_trials, "tune.pruner": cfg.pruner, "optuna_storage": redact(spec)})
+        tracking.set_tags({"tune.n_trials": cfg.n_trials, "tune.pruner": cfg.pruner,
+                           "optuna_storage": redact(configured)})
         if to_run > 0:
             study.optimize(Objective(params, train, val, name), n_trials=to_run, callbacks=callbacks,
                            gc_after_trial=True, timeout=cfg.timeout_minutes * 60 or None)
-        summary = summarize(study, cfg, parent_id, spec)
+        summary = summarize(study, cfg, parent_id, configured)
         summary["timeout_minutes"] = cfg.timeout_minutes
         summary["stopped_by_timeout"] = bool(
             cfg.timeout_minutes and n_trials is None

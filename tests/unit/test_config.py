@@ -62,3 +62,30 @@ def test_load_params_names_the_file(tmp_path: Path) -> None:
         load_params(p)
     with pytest.raises(ConfigError, match="not found"):
         load_params(tmp_path / "missing.yaml")
+
+
+def test_dataclass_defaults_are_the_params_yaml_values() -> None:
+    """One source of defaults: ``Params()`` equals params.yaml, section by section and field by field."""
+    import dataclasses
+
+    defaults, from_file = Params(), load_params(REPO / "params.yaml")
+    differences = []
+    for section in dataclasses.fields(Params):
+        default, loaded = getattr(defaults, section.name), getattr(from_file, section.name)
+        for f in dataclasses.fields(default):
+            if getattr(default, f.name) != getattr(loaded, f.name):
+                differences.append(f"{section.name}.{f.name}: config.py {getattr(default, f.name)!r} "
+                                   f"!= params.yaml {getattr(loaded, f.name)!r}")
+    assert not differences, "config.py defaults drifted from params.yaml:\n" + "\n".join(differences)
+    assert defaults == from_file
+    assert params_from_dict({}) == defaults  # an empty params file means the defaults
+
+
+def test_a_drifted_default_is_caught(tmp_path: Path) -> None:
+    """The comparison above sees one changed value deep in a section."""
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    raw["tune"]["search_space"]["noise_sd"]["high"] = 0.3
+    other = tmp_path / "params.yaml"
+    other.write_text(yaml.safe_dump(raw))
+    assert load_params(other).tune != Params().tune
+    assert load_params(other).model == Params().model

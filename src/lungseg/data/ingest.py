@@ -45,9 +45,10 @@ from tqdm import tqdm
 from lungseg.config import NiftiConfig, PrepareConfig
 from lungseg.data.dicom import read_dicom_case, scan_dicom_tree
 from lungseg.data.geometry import Geometry
-from lungseg.data.nifti import atomic_write_bytes, nifti_bytes, read_nifti
+from lungseg.data.nifti import nifti_bytes, read_nifti
 from lungseg.data.split import split_cases
 from lungseg.errors import CaseError, LungsegError
+from lungseg.fileio import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 

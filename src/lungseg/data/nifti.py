@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import logging
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -19,6 +18,9 @@ from numpy.typing import DTypeLike
 
 from lungseg.data.geometry import Geometry
 from lungseg.errors import CaseError
+from lungseg.fileio import atomic_write_bytes
+
+__all__ = ["atomic_write_bytes", "nifti_bytes", "read_nifti", "read_nifti_bytes", "write_nifti"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,20 +46,6 @@ def nifti_bytes(array: np.ndarray, geometry: Geometry, dtype: DTypeLike, *, gzip
     raw = img.to_bytes()
     # gzip.compress writes no file name and, with mtime=0, no time stamp: same input, same bytes.
     return gzip.compress(raw, compresslevel=6, mtime=0) if gzipped else raw
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a hidden temporary file next to ``path``, then rename it over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_nifti(array: np.ndarray, geometry: Geometry, path: Path, dtype: DTypeLike) -> None:
