@@ -20,7 +20,7 @@ from lungseg.data.ingest import lung_labels, split_binary_mask
 from lungseg.data.nifti import read_nifti
 from lungseg.errors import CaseError
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+SHARED = Path(__file__).resolve().parents[3].parent / "shared"
 REAL = SHARED / "real-ct" / "copdgene-10002k"
 NAME = "Zzyzx^Quuxley"  # must never reach a log
 # rows run along +y (posterior), columns along +x, slice normal -z: i, j and k all differ from x, y, z
