@@ -38,13 +38,15 @@ import tensorflow as tf  # noqa: E402
 
 def forward_flops(model: tf.keras.Model) -> float:
     """Multiply-adds x 2 of the conv and transposed-conv layers for one volume."""
+    import keras
+
     total = 0.0
     for layer in model.layers:
-        kind = type(layer).__name__
-        if kind in ("Conv3D", "Conv3DTranspose"):
+        if isinstance(layer, (keras.layers.Conv3D, keras.layers.Conv3DTranspose)):  # SlabGradConv3D too
+            transposed = isinstance(layer, keras.layers.Conv3DTranspose)
             cin = layer.input.shape[-1]
             k = float(np.prod(layer.kernel_size))
-            voxels = float(np.prod((layer.output if kind == "Conv3D" else layer.input).shape[1:4]))
+            voxels = float(np.prod((layer.input if transposed else layer.output).shape[1:4]))
             total += 2.0 * k * cin * layer.filters * voxels
     return total
 
@@ -101,6 +103,9 @@ def main() -> None:
     for key, value in host_description().items():
         print(f"host_{key}: {value}")
     print(f"host_openblas_coretype: {os.environ.get('OPENBLAS_CORETYPE', '(not set)')}")
+    from lungseg.model import _slab_enabled
+
+    print(f"slab_kernel_gradient: {_slab_enabled()} (LUNGSEG_SLAB_GRAD={os.environ.get('LUNGSEG_SLAB_GRAD', 'auto')})")
     print(f"data: {source}")
     print(f"shape: {'x'.join(map(str, shape))}")
     print(f"batch_size: {batch}")

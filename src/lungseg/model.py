@@ -61,12 +61,90 @@ class FusedBatchNorm3D(layers.BatchNormalization):
         return tf.reshape(y, shape)
 
 
+def slab_kernel_gradient(x, dy, k: int = 3):  # noqa: ANN001, ANN201 - tf.Tensors
+    """Kernel gradient of a stride-1 'same' 3D convolution as one 2D convolution gradient.
+
+    ``dW[a, b, c, i, o] = sum x_pad[n, d + a, h + b, w + c, i] * dy[n, d, h, w, o]``: the ``k``
+    depth-shifted copies of ``x`` stacked on the channel axis, with depth folded into the batch,
+    make it the kernel gradient of a ``k x k`` 2D convolution with ``k * C_in`` input channels.
+    ``x`` is ``(N, D, H, W, C_in)``, ``dy`` ``(N, D, H, W, C_out)``; returns ``(k, k, k, C_in, C_out)``.
+    """
+    import tensorflow as tf
+
+    p, cin, cout = k // 2, x.shape[-1], dy.shape[-1]
+    shape = tf.shape(x)
+    n, d, h, w = shape[0], shape[1], shape[2], shape[3]
+    xp = tf.pad(x, [[0, 0], [p, p], [0, 0], [0, 0], [0, 0]])
+    slabs = tf.reshape(tf.concat([xp[:, a : a + d] for a in range(k)], axis=-1), tf.stack([n * d, h, w, k * cin]))
+    grad = tf.raw_ops.Conv2DBackpropFilter(
+        input=slabs, filter_sizes=[k, k, k * cin, cout], out_backprop=tf.reshape(dy, tf.stack([n * d, h, w, cout])),
+        strides=[1, 1, 1, 1], padding="SAME",
+    )  # [b, c, (a, i), o]
+    return tf.transpose(tf.reshape(grad, [k, k, k, cin, cout]), [2, 0, 1, 3, 4])
+
+
+_SLAB: list[bool] = []  # decided once per process
+
+
+def _slab_enabled() -> bool:
+    if not _SLAB:
+        import tensorflow as tf
+
+        from lungseg.runtime import use_slab_kernel_gradient
+
+        _SLAB.append(use_slab_kernel_gradient() and not tf.config.list_logical_devices("GPU"))
+    return _SLAB[0]
+
+
+@keras.saving.register_keras_serializable(package="lungseg")
+class SlabGradConv3D(layers.Conv3D):
+    """Conv3D whose kernel gradient is computed by :func:`slab_kernel_gradient` where that is
+    faster (x86 CPUs without AVX-512, no GPU: :func:`lungseg.runtime.use_slab_kernel_gradient`).
+
+    The forward pass and the input gradient are TensorFlow's (oneDNN) 3D convolution; only the
+    kernel gradient's algorithm changes (equal to float rounding, tested). Anything but a
+    stride-1, undilated, ungrouped 'same' channels-last convolution on the TensorFlow backend is
+    plain Conv3D.
+    """
+
+    def _slab(self, inputs) -> bool:  # noqa: ANN001
+        k = self.kernel_size[0]
+        return (
+            keras.backend.backend() == "tensorflow"
+            and k % 2 == 1 and self.kernel_size == (k, k, k)
+            and self.strides == (1, 1, 1) and self.dilation_rate == (1, 1, 1) and self.groups == 1
+            and self.padding == "same" and self.data_format == "channels_last"
+            and len(inputs.shape) == 5 and inputs.dtype == "float32"
+            and _slab_enabled()
+        )
+
+    def convolution_op(self, inputs, kernel):  # noqa: ANN001, ANN201
+        if not self._slab(inputs):
+            return super().convolution_op(inputs, kernel)
+        import tensorflow as tf
+
+        k = self.kernel_size[0]
+
+        @tf.custom_gradient
+        def conv(x, w):  # noqa: ANN001, ANN202
+            y = tf.nn.conv3d(x, w, strides=[1, 1, 1, 1, 1], padding="SAME")
+
+            def grad(dy):  # noqa: ANN001, ANN202
+                dx = tf.raw_ops.Conv3DBackpropInputV2(
+                    input_sizes=tf.shape(x), filter=w, out_backprop=dy, strides=[1, 1, 1, 1, 1], padding="SAME")
+                return dx, slab_kernel_gradient(x, dy, k)
+
+            return y, grad
+
+        return conv(inputs, tf.convert_to_tensor(kernel))
+
+
 def conv_block(
     x: keras.KerasTensor, filters: int, l2: float, dropout: float, name: str, bn_momentum: float = 0.9
 ) -> keras.KerasTensor:
     """Two (Conv3D 3x3x3 -> BatchNorm -> ReLU) then SpatialDropout3D; shape ``(B, D, H, W, filters)``."""
     for n in (1, 2):
-        x = layers.Conv3D(
+        x = SlabGradConv3D(
             filters, 3, padding="same", use_bias=False,
             kernel_regularizer=regularizers.L2(l2) if l2 > 0 else None, name=f"{name}_conv{n}",
         )(x)

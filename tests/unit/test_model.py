@@ -3,7 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lungseg.model import FusedBatchNorm3D, build_unet3d
+import lungseg.model
+from lungseg.model import FusedBatchNorm3D, SlabGradConv3D, build_unet3d, slab_kernel_gradient
 
 
 def test_output_shape_and_range() -> None:
@@ -22,7 +23,7 @@ def test_architecture_follows_the_paper() -> None:
     assert kinds.count("Concatenate") == 2
     assert kinds.count("SpatialDropout3D") == 5  # 2 encoder + bottleneck + 2 decoder blocks
     assert kinds.count("FusedBatchNorm3D") == 2 * 5
-    convs = [layer for layer in model.layers if type(layer).__name__ == "Conv3D" and layer.kernel_size == (3, 3, 3)]
+    convs = [layer for layer in model.layers if type(layer).__name__ == "SlabGradConv3D" and layer.kernel_size == (3, 3, 3)]
     assert len(convs) == 10 and all(c.kernel_regularizer is not None for c in convs)
     assert model.layers[-1].activation.__name__ == "sigmoid"
 
@@ -80,3 +81,55 @@ def test_model_with_fused_batchnorm_saves_and_loads(tmp_path) -> None:
     loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
     assert any(isinstance(layer, FusedBatchNorm3D) for layer in loaded.layers)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_slab_kernel_gradient_equals_the_3d_kernel_gradient() -> None:
+    import tensorflow as tf
+
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(size=(2, 6, 7, 5, 3)).astype(np.float32))
+    dy = tf.constant(rng.normal(size=(2, 6, 7, 5, 4)).astype(np.float32))
+    ref = tf.raw_ops.Conv3DBackpropFilterV2(input=x, filter_sizes=[3, 3, 3, 3, 4], out_backprop=dy,
+                                            strides=[1] * 5, padding="SAME")
+    np.testing.assert_allclose(slab_kernel_gradient(x, dy, 3).numpy(), ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("slab", [True, False])
+def test_slab_conv_layer_matches_conv3d_forward_and_backward(slab: bool, monkeypatch) -> None:
+    import keras
+    import tensorflow as tf
+
+    monkeypatch.setattr(lungseg.model, "_SLAB", [slab])
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(size=(2, 8, 6, 4, 3)).astype(np.float32))
+    plain, fast = keras.layers.Conv3D(4, 3, padding="same", use_bias=False), SlabGradConv3D(4, 3, padding="same", use_bias=False)
+    plain.build(x.shape)
+    fast.build(x.shape)
+    fast.kernel.assign(plain.kernel)
+    results = []
+    for layer in (plain, fast):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * y)
+        dx, dw = tape.gradient(loss, [x, layer.kernel])
+        results.append((y.numpy(), dx.numpy(), dw.numpy()))
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_slab_model_saves_loads_and_exports(tmp_path, monkeypatch) -> None:
+    import keras
+
+    from lungseg.onnx_model import OnnxModel, export_onnx
+
+    monkeypatch.setattr(lungseg.model, "_SLAB", [True])
+    model = build_unet3d((16, 16, 16), base_filters=2, depth=1, dropout=0.0)
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    x = np.random.default_rng(6).normal(size=(2, 16, 16, 16, 1)).astype(np.float32)
+    model.fit(x, (x > 0).astype(np.float32), epochs=1, verbose=0)  # trains through the custom gradient
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras", compile=False)
+    np.testing.assert_allclose(loaded(x[:1]).numpy(), model(x[:1]).numpy(), atol=1e-6)
+    export_onnx(tmp_path / "m.keras", tmp_path / "m.onnx")
+    np.testing.assert_allclose(OnnxModel(tmp_path / "m.onnx")(x[:1]), model(x[:1]).numpy(), atol=1e-5)
