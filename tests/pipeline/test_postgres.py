@@ -15,19 +15,14 @@ import json
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from .conftest import BIN
+from .conftest import BIN, free_port, http_process
 from .test_data_stages import reproduced  # noqa: F401  (shared module-scoped fixture)
 
 pytestmark = pytest.mark.pipeline
@@ -50,12 +45,6 @@ NO_SERVER = ("no PostgreSQL server binary (initdb/pg_ctl on PATH or /usr/lib/pos
              "install Debian's `postgresql` package")
 REQUIRED = os.environ.get("LUNGSEG_REQUIRE_POSTGRES") == "1"  # set by .ci/run: CI fails instead of skipping
 skip_without_server = pytest.mark.skipif(PG_BIN is None and not REQUIRED, reason=NO_SERVER)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _server_user() -> pwd.struct_passwd | None:
@@ -96,7 +85,7 @@ def postgres() -> Iterator[str]:
     data, log = base / "data", base / "server.log"
     if user:
         os.chown(base, user.pw_uid, user.pw_gid)
-    port = _free_port()
+    port = free_port()
     url = f"postgresql://{DB_USER}@127.0.0.1:{port}"
     try:
         _run_as([str(PG_BIN / "initdb"), "-D", str(data), "-U", DB_USER, "--auth=trust", "-E", "UTF8",
@@ -118,7 +107,7 @@ def postgres() -> Iterator[str]:
 @pytest.fixture(scope="module")
 def mlflow_server(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`mlflow server` with the PostgreSQL database `mlflow` as its backend store; yields its http URL."""
-    port = _free_port()
+    port = free_port()
     folder = tmp_path_factory.mktemp("mlflow-server")
     log = folder / "server.log"
     cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"{postgres}/mlflow",
@@ -126,32 +115,8 @@ def mlflow_server(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> It
            "--workers", "1"]
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     env.pop("MLFLOW_TRACKING_URI", None)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"mlflow server exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"mlflow server did not answer /health in 180 s:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
+    with http_process(cmd, port, "/health", log, env) as url:
         yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
 
 @pytest.fixture(scope="module")
 def worker_dir(reproduced: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811

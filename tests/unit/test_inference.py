@@ -14,7 +14,6 @@ from lungseg.config import PostprocessConfig, PreprocessConfig
 from lungseg.data.geometry import Geometry
 from lungseg.data.nifti import read_nifti, write_nifti
 from lungseg.batch import predict_paths
-from lungseg.data.synthetic import make_phantom
 from lungseg.errors import CaseError
 from lungseg.inference import (
     CONFIG_FILE,
@@ -27,6 +26,7 @@ from lungseg.inference import (
 )
 from lungseg.metrics import dice
 from lungseg.preprocessing import GridMap, preprocess_image, preprocess_mask
+from tests.phantoms import small_patient
 
 
 def resample_back(grid, lo, hi, full_shape):  # noqa: ANN001, ANN201
@@ -76,11 +76,7 @@ def reoriented(volume: np.ndarray, geometry: Geometry, ornt: np.ndarray = ORNT) 
 
 @pytest.fixture(scope="module")
 def phantom():
-    ph = make_phantom(np.random.default_rng([5, 1]), False, max_matrix=96)
-    truth = np.zeros(ph.hu.shape, np.uint8)
-    truth[ph.masks["Lung_R"]] = 1
-    truth[ph.masks["Lung_L"]] = 2
-    return ph.hu, ph.geometry, truth
+    return small_patient()
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from lungseg.config import PostprocessConfig, PreprocessConfig, RefineConfig
-from lungseg.data.synthetic import make_phantom
 from lungseg.errors import LungsegError
 from lungseg.inference import Segmenter, load_network, write_bundle
+from tests.phantoms import small_patient
 
 PRE = PreprocessConfig(shape=(32, 32, 32))
 POST = PostprocessConfig()
@@ -36,8 +36,7 @@ def bundle(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def phantom():
-    ph = make_phantom(np.random.default_rng([5, 1]), False, max_matrix=96)
-    return ph.hu, ph.geometry
+    return small_patient()[:2]
 
 
 def test_bundle_holds_both_networks_as_onnx(bundle: Path) -> None:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from lungseg.data.nifti import read_nifti
-from lungseg.data.synthetic import make_phantom
 from lungseg.preprocessing import canonical_ornt, to_canonical
 from lungseg.quality import assess, lung_statistics
+from tests.phantoms import small_patient
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "real-ct"
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} not present (shared real CTs beside the clone)")
@@ -18,11 +18,7 @@ needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} not present (
 
 @pytest.fixture(scope="module")
 def normal():
-    ph = make_phantom(np.random.default_rng([5, 1]), False, max_matrix=96)
-    labels = np.zeros(ph.hu.shape, np.uint8)
-    labels[ph.masks["Lung_R"]] = 1
-    labels[ph.masks["Lung_L"]] = 2
-    return ph.hu, ph.geometry, labels
+    return small_patient()
 
 
 def _volumes(labels: np.ndarray, voxel_ml: float, right_scale: float = 1.0) -> dict[str, float]:
