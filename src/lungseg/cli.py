@@ -152,9 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "rtstruct (<name>_rtstruct.dcm, ROIs Lung_R/Lung_L); the DICOM ones need a DICOM folder input")
     p.add_argument("--statistics", action="store_true",
                    help="also write <name>_statistics.json: per lung volume, mean HU, emphysema index (%% below -950 HU)")
-    p.add_argument("--threshold", type=_threshold, help="probability threshold (default: the model's, 0.5)")
+    p.add_argument("--threshold", type=_threshold,
+                   help="one probability threshold everywhere (turns the model's full-resolution surface off)")
     p.add_argument("--no-postprocess", action="store_true",
-                   help="threshold only: keep every component, fill no holes (lungs still split right/left)")
+                   help="threshold only: keep every component, fill no holes, no full-resolution surface "
+                        "(lungs still split right/left)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="auto/cpu: the bundle's ONNX network (no TensorFlow) when it has one, else Keras; "
                    "gpu: Keras on TensorFlow's GPU (error if none)")

@@ -17,109 +17,13 @@ from typing import Any, Literal
 
 import yaml
 
+from lungseg.config_data import (  # noqa: F401 (re-exported: the data sections live there)
+    DEFAULT_REALISM, DataConfig, NiftiConfig, PrepareConfig, RealismConfig, RoiAliasConfig, SplitConfig,
+    SynthesizeConfig,
+)
 from lungseg.errors import ConfigError
 
 DEFAULT_PARAMS = Path("params.yaml")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where each stage reads and writes (paths relative to the repo root)."""
-
-    raw_dir: str = "data/raw/synthetic"
-    interim_dir: str = "data/interim"
-    processed_dir: str = "data/processed"
-    figures_dir: str = "reports/figures"
-
-
-@dataclass(frozen=True)
-class RealismConfig:
-    """Per-patient probabilities of what real CTs show and the phantom does not
-    (:mod:`lungseg.data.realism`); all 0 = off (the cohort is then unchanged)."""
-
-    bases_only_p: float = 0.0  # abdominal CT holding only the lung bases (abdomen below, bowel gas)
-    apex_cut_p: float = 0.0  # the scan starts below the lung apex
-    bowel_gas_p: float = 0.0  # gas pockets under the diaphragm
-    arms_p: float = 0.0  # arms beside the chest
-    fissures_p: float = 0.0  # major/minor fissures
-    streaks_p: float = 0.0  # beam-hardening streaks
-    low_dose_p: float = 0.0  # 1.8-3x noise with a band-pass texture
-    fov_padding_p: float = 0.0  # -3024/-2048 HU outside the reconstruction circle
-
-    def any(self) -> bool:
-        """Whether any effect can be drawn."""
-        return any(v > 0 for v in dataclasses.asdict(self).values())
-
-
-# The cohort's default (params.yaml synthesize.realism); RealismConfig() itself is all off.
-DEFAULT_REALISM = RealismConfig(bases_only_p=0.1, apex_cut_p=0.1, bowel_gas_p=0.3, arms_p=0.3, fissures_p=0.5,
-                                streaks_p=0.2, low_dose_p=0.2, fov_padding_p=0.4)
-
-
-@dataclass(frozen=True)
-class SynthesizeConfig:
-    """The embedded synthetic LCTSC-style cohort."""
-
-    out_dir: str = "data/raw/synthetic"
-    cases: int = 60
-    seed: int = 2017
-    pathology_fraction: float = 0.5
-    workers: int = 2
-    max_matrix: int = 512
-    realism: RealismConfig = field(default_factory=lambda: DEFAULT_REALISM)
-
-
-@dataclass(frozen=True)
-class RoiAliasConfig:
-    """RTSTRUCT ROI names accepted for each lung (compared case- and punctuation-insensitively)."""
-
-    right: tuple[str, ...] = (
-        "Lung_R", "LUNG_R", "Lung R", "Lung Right", "R Lung", "Right Lung", "RT Lung", "Lung_Rt", "Lung-R",
-    )
-    left: tuple[str, ...] = (
-        "Lung_L", "LUNG_L", "Lung L", "Lung Left", "L Lung", "Left Lung", "LT Lung", "Lung_Lt", "Lung-L",
-    )
-
-
-@dataclass(frozen=True)
-class NiftiConfig:
-    """How image/mask NIfTI pairs are found when ``prepare.format`` is ``nifti``.
-
-    ``{case}`` in a pattern stands for the case ID; patterns are globbed
-    recursively under the raw folder. Mask labels say which value marks which lung;
-    a mask holding only 0/1 while ``binary_split`` is true is split into right/left
-    along the patient's left-right axis.
-    """
-
-    image_pattern: str = "{case}_ct.nii.gz"
-    mask_pattern: str = "{case}_lungs.nii.gz"
-    right_label: int = 1
-    left_label: int = 2
-    binary_split: bool = True
-
-
-@dataclass(frozen=True)
-class SplitConfig:
-    """Seeded patient-level split fractions (must sum to 1)."""
-
-    train: float = 0.70
-    val: float = 0.15
-    test: float = 0.15
-    seed: int = 42
-
-
-@dataclass(frozen=True)
-class PrepareConfig:
-    """Ingestion of DICOM CT + RTSTRUCT (or NIfTI pairs) into canonical NIfTI."""
-
-    format: Literal["dicom", "nifti"] = "dicom"
-    on_error: Literal["skip", "fail"] = "skip"
-    case_id: Literal["patient_id", "hashed"] = "patient_id"
-    max_slice_gap_tolerance: float = 0.05
-    roi_aliases: RoiAliasConfig = field(default_factory=RoiAliasConfig)
-    nifti: NiftiConfig = field(default_factory=NiftiConfig)
-    split: SplitConfig = field(default_factory=SplitConfig)
-    n_figure_cases: int = 3
 
 
 @dataclass(frozen=True)
@@ -225,6 +129,23 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class SurfaceConfig:
+    """The lung surface at the CT's own resolution (:func:`lungseg.morphology.snap_to_ct`).
+
+    The network's probability, interpolated onto the CT grid, says where the lungs are; each CT
+    voxel then decides by its own HU: air-like voxels (in-plane smoothed HU < ``air_hu``, about
+    halfway between lung and soft tissue) are lung where the probability exceeds ``p_air``, the
+    others where it exceeds ``p_tissue``. ``enabled: false``: one threshold (the paper's way).
+    """
+
+    enabled: bool = True
+    air_hu: float = -400.0
+    p_air: float = 0.05
+    p_tissue: float = 0.8
+    smooth_sigma: float = 0.4  # in-plane Gaussian SD (CT voxels) against noise before the HU test
+
+
+@dataclass(frozen=True)
 class PostprocessConfig:
     """Clean-up of the thresholded network output on the CT's own grid (inference).
 
@@ -237,7 +158,8 @@ class PostprocessConfig:
     keep_components: int = 2
     min_component_ml: float = 10.0
     fill_holes: bool = True
-    threshold: float = 0.5
+    threshold: float = 0.5  # used where surface.enabled is false
+    surface: SurfaceConfig = field(default_factory=SurfaceConfig)
 
 
 @dataclass(frozen=True)
@@ -505,6 +427,10 @@ def check_postprocess(cfg: PostprocessConfig) -> None:
         raise ConfigError(f"params key 'postprocess.min_component_ml' must be >= 0, got {cfg.min_component_ml}")
     if not 0.0 < cfg.threshold < 1.0:
         raise ConfigError(f"params key 'postprocess.threshold' must be in (0, 1), got {cfg.threshold}")
+    sf = cfg.surface
+    if not (0.0 < sf.p_air <= sf.p_tissue < 1.0 and sf.smooth_sigma >= 0):
+        raise ConfigError("params keys 'postprocess.surface.*' need 0 < p_air <= p_tissue < 1 and smooth_sigma >= 0, "
+                          f"got p_air={sf.p_air}, p_tissue={sf.p_tissue}, smooth_sigma={sf.smooth_sigma}")
 
 
 def section_from_dict(cls: type, raw: dict[str, Any], key: str) -> Any:

@@ -42,6 +42,7 @@ from lungseg.config import (
 )
 from lungseg.data.geometry import Geometry
 from lungseg.errors import CaseError, ConfigError, LungsegError
+from lungseg.morphology import fill_holes_2d, snap_to_ct, split_merged
 from lungseg.preprocessing import (
     GridMap,
     canonical_view,
@@ -263,7 +264,6 @@ def postprocess_box(
     the nearer lung centroid. With ``fill_holes`` each lung's holes are filled per axial
     slice (axis 2).
     """
-    from lungseg.morphology import fill_holes_2d, split_merged
 
     out = np.zeros(mask.shape, dtype=np.uint8)
     if not mask.any():
@@ -483,8 +483,13 @@ class Segmenter:
 
         t = time.perf_counter()
         cfg = self.postprocess
+        if cfg.surface.enabled:
+            sf = cfg.surface
+            mask = snap_to_ct(canonical_view(hu, ornt)[box], prob_box, sf.air_hu, sf.p_air, sf.p_tissue, sf.smooth_sigma)
+        else:
+            mask = prob_box > cfg.threshold
         canonical_labels = np.zeros(grid.canonical_shape, dtype=np.uint8)
-        canonical_labels[box] = postprocess_box(prob_box > cfg.threshold, True, geometry.voxel_volume_ml, cfg)
+        canonical_labels[box] = postprocess_box(mask, True, geometry.voxel_volume_ml, cfg)
         labels = from_canonical(canonical_labels, ornt, grid.original_shape)
         counts = np.bincount(canonical_labels[box].ravel(), minlength=3)
         timings["postprocess"] = time.perf_counter() - t

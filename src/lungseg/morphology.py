@@ -1,4 +1,5 @@
-"""Per-slice and component morphology shared by the baseline, the crop and the Segmenter's clean-up.
+"""Per-slice and component morphology shared by the baseline, the crop and the Segmenter's clean-up,
+and the full-resolution lung surface (:func:`snap_to_ct`).
 
 Arrays are ``[i, j, k]`` with ``k`` the axial slice index (any in-plane axis order).
 """
@@ -43,3 +44,31 @@ def split_merged(comp: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     second = np.zeros_like(a)
     second[cut + 1 :] = a[cut + 1 :]
     return np.moveaxis(first, 0, axis), np.moveaxis(second, 0, axis)
+
+
+def snap_to_ct(
+    hu: np.ndarray, prob: np.ndarray, air_hu: float, p_air: float, p_tissue: float, smooth_sigma: float = 0.4
+) -> np.ndarray:
+    """Lung mask on the CT's own grid from a coarse probability and the CT itself.
+
+    A network working at ~5 mm puts the lung surface only as precisely as its grid; the CT has the
+    true air/tissue edge. Each voxel whose in-plane smoothed HU is below ``air_hu`` is lung where
+    ``prob > p_air``; any other voxel where ``prob > p_tissue``. So the surface follows the CT's edge
+    wherever the network is not sure, and tissue the network is sure of (consolidation, tumour)
+    stays lung. Vessels and nodules inside the lung are refilled by the per-slice hole filling
+    that follows in post-processing.
+
+    Args:
+        hu: Hounsfield units ``[i, j, k]`` (``k`` axial).
+        prob: Lung probability on the same grid.
+        air_hu, p_air, p_tissue, smooth_sigma: See :class:`lungseg.config.SurfaceConfig`.
+
+    Returns:
+        Boolean mask, the shape of ``hu``.
+    """
+    if hu.shape != prob.shape:
+        raise ValueError(f"hu shape {hu.shape} does not match probability shape {prob.shape}")
+    smooth = np.asarray(hu, dtype=np.float32)
+    if smooth_sigma > 0:
+        smooth = ndimage.gaussian_filter(smooth, sigma=(smooth_sigma, smooth_sigma, 0.0))
+    return np.where(smooth < air_hu, prob > p_air, prob > p_tissue)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -115,6 +116,19 @@ def test_output_on_the_input_grid_with_labels_and_volumes(phantom, oracle_result
     assert dice(seg.labels > 0, truth > 0) >= 0.9
     assert dice(seg.labels == 1, truth == 1) >= 0.88
     assert dice(seg.labels == 2, truth == 2) >= 0.88
+
+
+def test_full_resolution_surface_beats_one_threshold(phantom, oracle_result) -> None:
+    """A perfect 32^3 network: the surface snapped to the CT's edge is closer to the truth than the
+    thresholded interpolation (the map-back ceiling of a coarse network)."""
+    hu, geometry, truth = phantom
+    snapped, model = oracle_result
+    plain = dataclasses.replace(POST, surface=dataclasses.replace(POST.surface, enabled=False))
+    thresholded = Segmenter(model, PRE, plain).segment(hu, geometry).labels
+    d_snapped, d_plain = dice(snapped.labels > 0, truth > 0), dice(thresholded > 0, truth > 0)
+    assert d_snapped >= d_plain + 0.01, (d_snapped, d_plain)
+    assert d_snapped >= 0.97
+    assert dice(snapped.labels == 1, truth == 1) >= 0.96 and dice(snapped.labels == 2, truth == 2) >= 0.96
 
 
 def test_right_lung_is_label_1_on_the_patients_right(phantom, oracle_result) -> None:

@@ -48,7 +48,10 @@ def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | N
     model = load_keras_model(params.train.model_path, hint="; run `lungseg train` first")
     refine = refine_model(params)
     segmenter = Segmenter(model, params.preprocess, params.postprocess, refine)
-    stage1 = Segmenter(model, params.preprocess, params.postprocess) if refine is not None else None
+    # the 64^3 network alone with one threshold (no cascade, no full-resolution surface), for comparison
+    post = params.postprocess
+    plain = dataclasses.replace(post, surface=dataclasses.replace(post.surface, enabled=False))
+    stage1 = Segmenter(model, params.preprocess, plain) if refine is not None or post.surface.enabled else None
     unet_rows, base_rows, stage1_rows = [], [], []
     figures = Path(params.data.figures_dir) / "test"
     for n, case in enumerate(tqdm(test.cases, desc="evaluate", unit="case")):
@@ -62,7 +65,7 @@ def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | N
         unet_rows.append(unet)
         if base is not None:
             base_rows.append(base)
-        if stage1 is not None:  # the cascade's stage 1 alone, for comparison
+        if stage1 is not None:
             stage1_rows.append(evaluate_case(stage1, inputs, with_baseline=False)[0])
         if params.evaluate.figures:
             plot_prediction(seg.network_image, test.masks[n], seg.network_probability, figures / f"{case}.png",
@@ -73,6 +76,7 @@ def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | N
     if stage1_rows:
         metrics["stage1"] = summarize(stage1_rows)
     metrics["cascade"] = refine is not None
+    metrics["surface"] = params.postprocess.surface.enabled
     metrics["warnings"] = {r["case"]: r["warnings"].split("; ") for r in unet_rows if r["warnings"]}
     real = evaluate_real_ct(params, segmenter)
     metrics.update({f"real_{name}": rows for name, rows in real.items()})

@@ -26,8 +26,9 @@ def run(
 ) -> None:
     """Segment ``inputs`` into ``out_dir`` (see :func:`lungseg.batch.predict_paths`).
 
-    ``threshold`` overrides the model's probability threshold; ``postprocess=False`` keeps
-    every thresholded component and fills no holes; ``device`` picks the runtime
+    ``threshold`` overrides the model's probability threshold (one threshold everywhere: the
+    full-resolution surface is off); ``postprocess=False`` thresholds only: every component
+    kept, no holes filled, no surface; ``device`` picks the runtime
     (:func:`lungseg.inference.load_network`).
 
     Raises:
@@ -46,10 +47,11 @@ def run(
 
         segmenter = load_segmenter(model, params.tracking, params_path, device=device)
     post = segmenter.postprocess
+    plain = dataclasses.replace(post.surface, enabled=False)  # one threshold, no full-resolution surface
     if not postprocess:
-        post = dataclasses.replace(post, keep_components=0, min_component_ml=0.0, fill_holes=False)
+        post = dataclasses.replace(post, keep_components=0, min_component_ml=0.0, fill_holes=False, surface=plain)
     if threshold is not None:
-        post = dataclasses.replace(post, threshold=threshold)
+        post = dataclasses.replace(post, threshold=threshold, surface=plain)
     segmenter.postprocess = post
     results = predict_paths(inputs, out_dir, segmenter, overlay=overlay, progress=progress,
                             output_types=output_types, statistics=statistics)
