@@ -159,6 +159,7 @@ class PostprocessConfig:
     min_component_ml: float = 10.0
     fill_holes: bool = True
     threshold: float = 0.5  # used where surface.enabled is false
+    max_gas_fraction: float = 0.5  # components with more of their voxels below -950 HU are gas, not lung; 1 = off
     surface: SurfaceConfig = field(default_factory=SurfaceConfig)
 
 
@@ -427,6 +428,8 @@ def check_postprocess(cfg: PostprocessConfig) -> None:
         raise ConfigError(f"params key 'postprocess.min_component_ml' must be >= 0, got {cfg.min_component_ml}")
     if not 0.0 < cfg.threshold < 1.0:
         raise ConfigError(f"params key 'postprocess.threshold' must be in (0, 1), got {cfg.threshold}")
+    if not 0.0 <= cfg.max_gas_fraction <= 1.0:
+        raise ConfigError(f"params key 'postprocess.max_gas_fraction' must be in [0, 1], got {cfg.max_gas_fraction}")
     sf = cfg.surface
     if not (0.0 < sf.p_air <= sf.p_tissue < 1.0 and sf.smooth_sigma >= 0):
         raise ConfigError("params keys 'postprocess.surface.*' need 0 < p_air <= p_tissue < 1 and smooth_sigma >= 0, "

@@ -60,6 +60,7 @@ REFINE_FILE = "refine.keras"  # the cascade's stage 2, beside MODEL_FILE in a bu
 CONFIG_FILE = "lungseg_config.json"
 RIGHT, LEFT = 1, 2
 MERGED_RATIO = 0.2  # a second component below this fraction of the largest means the lungs are merged
+GAS_HU = -950.0  # below this a voxel is (almost) pure gas: bowel gas, air outside the body, airway lumen
 
 
 # --------------------------------------------------------------------------- reading a CT
@@ -250,11 +251,15 @@ def _bbox(mask: np.ndarray, pad: int = 1) -> tuple[slice, ...]:
 
 
 def postprocess_box(
-    mask: np.ndarray, right_axis_positive: bool, voxel_ml: float, cfg: PostprocessConfig
+    mask: np.ndarray, right_axis_positive: bool, voxel_ml: float, cfg: PostprocessConfig,
+    hu: np.ndarray | None = None,
 ) -> np.ndarray:
     """Thresholded lung mask (canonical RAS axis order, axis 0 = left-right) -> uint8 labels.
 
-    Keeps the ``keep_components`` largest 6-connected components of at least
+    With ``hu`` (the CT on the same grid), components more than ``cfg.max_gas_fraction`` of whose
+    voxels are below :data:`GAS_HU` are gas (bowel, stomach, air outside the body), not lung, and
+    are dropped first: lung parenchyma, even emphysematous, is mostly above it (tissue, blood and
+    air mixed in each voxel). Then it keeps the ``keep_components`` largest 6-connected components of at least
     ``min_component_ml`` (0 = all of them). Two lungs: the two largest components,
     unless the second is under :data:`MERGED_RATIO` of the largest, in which case the
     largest holds both lungs and is cut along axis 0 at its narrowest column near its
@@ -270,7 +275,12 @@ def postprocess_box(
         return out
     lab, n = ndimage.label(mask)
     sizes = np.bincount(lab.ravel())[1:]
-    order = [int(i) + 1 for i in np.argsort(-sizes, kind="stable") if sizes[i] * voxel_ml >= cfg.min_component_ml]
+    lung_like = np.ones(n, dtype=bool)
+    if hu is not None and cfg.max_gas_fraction < 1.0:
+        gas = np.bincount(lab[hu < GAS_HU], minlength=n + 1)[1:]
+        lung_like = gas <= cfg.max_gas_fraction * sizes
+    order = [int(i) + 1 for i in np.argsort(-sizes, kind="stable")
+             if sizes[i] * voxel_ml >= cfg.min_component_ml and lung_like[i]]
     if cfg.keep_components > 0:
         order = order[: cfg.keep_components]
     if not order:
@@ -485,11 +495,13 @@ class Segmenter:
         cfg = self.postprocess
         if cfg.surface.enabled:
             sf = cfg.surface
-            mask = snap_to_ct(canonical_view(hu, ornt)[box], prob_box, sf.air_hu, sf.p_air, sf.p_tissue, sf.smooth_sigma)
+            mask = snap_to_ct(canonical_view(hu, ornt)[box], prob_box, sf.air_hu, sf.p_air, sf.p_tissue,
+                              sf.smooth_sigma)
         else:
             mask = prob_box > cfg.threshold
         canonical_labels = np.zeros(grid.canonical_shape, dtype=np.uint8)
-        canonical_labels[box] = postprocess_box(mask, True, geometry.voxel_volume_ml, cfg)
+        hu_box = canonical_view(hu, ornt)[box]
+        canonical_labels[box] = postprocess_box(mask, True, geometry.voxel_volume_ml, cfg, hu_box)
         labels = from_canonical(canonical_labels, ornt, grid.original_shape)
         counts = np.bincount(canonical_labels[box].ravel(), minlength=3)
         timings["postprocess"] = time.perf_counter() - t

@@ -190,6 +190,27 @@ def test_postprocess_keeps_two_lungs_fills_holes_and_splits_merged() -> None:
     assert not postprocess_box(np.zeros(shape, bool), True, 0.001, POST).any()
 
 
+def test_gas_components_are_dropped_before_the_two_largest_are_kept() -> None:
+    """Bowel gas the network called lung (larger than both lung bases, HU about -1000) must not push
+    the lungs (parenchyma about -850 HU, emphysematous patches below -950) out of the two kept."""
+    shape = (60, 40, 20)
+    right, left = _blob(shape, (46, 12, 14), 6), _blob(shape, (14, 12, 14), 6)
+    gas = _blob(shape, (30, 30, 8), 9) & ~right & ~left
+    hu = np.full(shape, 40.0, np.float32)
+    hu[right | left] = -850.0
+    hu[right & (np.indices(shape)[1] < 10)] = -980.0  # an emphysematous part of the right lung
+    hu[gas] = -1000.0
+    hu[gas & (np.indices(shape)[0] % 3 == 0)] = -200.0  # stool: 1/3 of the gas component's voxels
+    mask = right | left | gas
+    assert (hu[right] < -950).mean() > 0.2 and gas.sum() > right.sum()
+    labels = postprocess_box(mask, True, 1.0 / 1000, PostprocessConfig(min_component_ml=0.05), hu)
+    assert (labels == 1).sum() == right.sum() and (labels == 2).sum() == left.sum() and not labels[gas].any()
+    # without the CT, or with the check off, the gas wins a place
+    assert postprocess_box(mask, True, 1.0 / 1000, PostprocessConfig(min_component_ml=0.05))[gas].all()
+    off = PostprocessConfig(min_component_ml=0.05, max_gas_fraction=1.0)
+    assert postprocess_box(mask, True, 1.0 / 1000, off, hu)[gas].all()
+
+
 def test_load_ct_reads_nifti_and_a_dicom_folder_alike(phantom, tmp_path: Path) -> None:
     from lungseg.data.dicom_write import StudyInfo, make_uid, write_ct_series
 

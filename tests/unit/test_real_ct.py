@@ -78,3 +78,26 @@ def test_shared_real_cases_with_the_classical_baseline() -> None:
     assert nifti["true_volume_ml"] == pytest.approx(dicom["true_volume_ml"], rel=1e-3)
     assert 100 < out["abdomen_lung_bases"]["baseline"]["true_volume_ml"] < 130  # README: about 114 mL
     assert out["abdomen_no_lung"]["baseline"]["volume_ml"] < 5.0 and "dice" not in out["abdomen_no_lung"]["baseline"]
+
+
+TRAINED = ROOT / "models" / "model.keras"
+
+
+@needs_real
+@pytest.mark.skipif(not TRAINED.exists(), reason="needs models/model.keras (after `make run`)")
+def test_trained_model_on_the_shared_real_cases() -> None:
+    """Acceptance (issue 9), with the model `make run` trained on the synthetic cohort: COPDGene Dice >= 0.96 and
+    >= the classical baseline; lung bases of an abdominal CT Dice >= 0.80 with nothing below the diaphragm; the
+    series without lung < 5 mL."""
+    from lungseg.baseline import segment_lungs
+    from lungseg.inference import Segmenter
+
+    params = load_params(ROOT / "params.yaml")
+    segmenter = Segmenter.load(TRAINED, params_path=ROOT / "params.yaml")
+    methods = {"unet": segmenter.segment, "baseline": segment_lungs}
+    out = evaluate_real(params.evaluate.real_ct, methods, ROOT)
+    chest = out["copdgene_10002k"]
+    assert chest["unet"]["dice"] >= 0.96 and chest["unet"]["dice"] >= chest["baseline"]["dice"], chest
+    bases = out["abdomen_lung_bases"]["unet"]
+    assert bases["dice"] >= 0.80 and bases["volume_below_truth_ml"] == 0.0, bases
+    assert out["abdomen_no_lung"]["unet"]["volume_ml"] < 5.0
