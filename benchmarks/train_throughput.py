@@ -1,7 +1,7 @@
 """Training throughput: model alone vs. fed by the real augmented input pipeline.
 
 Prints ``name: value`` lines: the host (CPU model, cores, SIMD flags, oneDNN settings), the
-model-only training volumes/s on preloaded tensors, volumes/s with the augmented tf.data
+model-only training volumes/s on one fixed batch (median step of ``train_on_batch``), volumes/s with the augmented tf.data
 pipeline, their ratio, the model's achieved GFLOP/s, a numpy float32 matmul GFLOP/s measured
 in the same run and the model's fraction of it. To see an AVX-512 host as an AVX2-only one
 would run it, set ``ONEDNN_MAX_CPU_ISA=AVX2`` (TensorFlow's oneDNN kernels) and
@@ -9,10 +9,12 @@ would run it, set ``ONEDNN_MAX_CPU_ISA=AVX2`` (TensorFlow's oneDNN kernels) and
 Eigen fallback (``lungseg.runtime`` turns oneDNN on by default). Uses data/processed/train when present,
 otherwise random volumes of ``preprocess.shape``. The augmentation is what ``train`` uses:
 ``augment`` from the params file with ``reports/tune/best_params.json`` laid over it when that
-exists (``--params-only`` to ignore it). Each timing starts a fresh iterator, so enough steps
-are needed for the pipeline's start to be amortised (about 10 s at 12 steps is not).
+exists (``--params-only`` to ignore it). The pipeline timing starts a fresh iterator, so enough steps
+are needed for its start to be amortised (about 10 s at 12 steps is not). For the native figure make
+sure ``OPENBLAS_CORETYPE`` is not inherited from the environment (``host_openblas_coretype`` shows it):
+``Haswell`` on an AVX-512 host halves numpy's matmul and so doubles the fraction.
 
-    python benchmarks/train_throughput.py [--params params.yaml] [--steps 40] [--params-only]
+    python benchmarks/train_throughput.py [--params params.yaml] [--steps 20] [--params-only]
 """
 
 from __future__ import annotations
@@ -67,16 +69,32 @@ def matmul_gflops(n: int = 2048, repeats: int = 5, rounds: int = 3) -> float:
 
 
 def volumes_per_second(model: tf.keras.Model, ds: tf.data.Dataset, steps: int, batch: int) -> float:
-    model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)  # warm-up (graph build)
+    """``model.fit`` fed by ``ds``: volumes per second over ``steps`` steps after a 4-step warm-up."""
+    model.fit(ds, steps_per_epoch=4, epochs=1, verbose=0)
     start = time.perf_counter()
     model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
     return steps * batch / (time.perf_counter() - start)
 
 
+def model_only_volumes_per_second(model: tf.keras.Model, x: np.ndarray, y: np.ndarray, steps: int) -> float:
+    """The model alone: ``train_on_batch`` on one fixed batch, volumes per second from the median step
+    after a 4-step warm-up. (``fit`` on a preloaded ``Dataset.from_tensors(...).repeat()`` read exactly
+    3.908 volumes/s whenever a step took more than about 0.9 s, whatever the model: a stall in that
+    path, not the model.)"""
+    for _ in range(4):
+        model.train_on_batch(x, y)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    return len(x) / float(np.median(times))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=Path("params.yaml"))
-    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--steps", type=int, default=20, help="timed steps (model alone: their median)")
     ap.add_argument("--params-only", action="store_true", help="augment values of the params file, without tune's")
     args = ap.parse_args()
     params = load_params(args.params)
@@ -94,10 +112,9 @@ def main() -> None:
     mp = params.model
     model = compile_model(build_unet3d(shape, mp.base_filters, mp.depth, mp.dropout, mp.l2, mp.bn_momentum), params.train)
 
-    x = tf.constant(data.images[:batch, ..., None])
-    y = tf.constant(data.masks[:batch, ..., None].astype(np.float32))
-    preloaded = tf.data.Dataset.from_tensors((x, y)).repeat()
-    model_only = volumes_per_second(model, preloaded, args.steps, batch)
+    x = np.ascontiguousarray(data.images[:batch, ..., None], dtype=np.float32)
+    y = np.ascontiguousarray(data.masks[:batch, ..., None], dtype=np.float32)
+    model_only = model_only_volumes_per_second(model, x, y, args.steps)
     piped = volumes_per_second(model, train_dataset(data, aug, batch, seed=0), args.steps, batch)
     train_flops = 3.0 * forward_flops(model)  # forward + backward ~ 3x forward
     for key, value in host_description().items():

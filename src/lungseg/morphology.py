@@ -68,7 +68,17 @@ def snap_to_ct(
     """
     if hu.shape != prob.shape:
         raise ValueError(f"hu shape {hu.shape} does not match probability shape {prob.shape}")
-    smooth = np.asarray(hu, dtype=np.float32)
+    candidate = prob > p_air
+    out = np.zeros(prob.shape, dtype=bool)
+    idx = [np.flatnonzero(candidate.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    if any(len(i) == 0 for i in idx):
+        return out
+    # work inside the candidates' box, grown in-plane by the smoothing kernel's radius (same result, less work)
+    r = int(4.0 * smooth_sigma + 0.5) if smooth_sigma > 0 else 0
+    pads = (r, r, 0)
+    box = tuple(slice(max(0, int(i[0]) - p), min(n, int(i[-1]) + 1 + p)) for i, p, n in zip(idx, pads, prob.shape))
+    smooth = np.asarray(hu[box])
     if smooth_sigma > 0:
-        smooth = ndimage.gaussian_filter(smooth, sigma=(smooth_sigma, smooth_sigma, 0.0))
-    return np.where(smooth < air_hu, prob > p_air, prob > p_tissue)
+        smooth = ndimage.gaussian_filter(smooth, sigma=(smooth_sigma, smooth_sigma, 0.0), output=np.float32)
+    out[box] = (prob[box] > p_tissue) | ((smooth < air_hu) & candidate[box])
+    return out

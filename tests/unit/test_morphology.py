@@ -42,3 +42,15 @@ def test_unsure_tissue_outside_and_air_far_from_the_lungs_stay_background() -> N
 def test_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="does not match"):
         snap_to_ct(np.zeros((4, 4, 4)), np.zeros((4, 4, 5)), -400.0, 0.02, 0.75)
+
+
+def test_working_inside_the_candidates_box_changes_nothing() -> None:
+    """The same mask as the whole-array computation (smoothing everywhere, then the two tests)."""
+    rng = np.random.default_rng(3)
+    hu = (rng.normal(-400, 500, (30, 28, 12))).astype(np.int16)
+    prob = np.zeros(hu.shape, np.float32)
+    prob[8:20, 5:17, 3:9] = rng.random((12, 12, 6))
+    for sigma in (0.0, 0.4, 1.0):
+        smooth = ndimage.gaussian_filter(hu.astype(np.float32), sigma=(sigma, sigma, 0.0)) if sigma else hu
+        expected = np.where(smooth < -400.0, prob > 0.05, prob > 0.8)
+        assert np.array_equal(snap_to_ct(hu, prob, -400.0, 0.05, 0.8, sigma), expected)
