@@ -147,12 +147,14 @@ class SurfaceConfig:
 
 @dataclass(frozen=True)
 class PostprocessConfig:
-    """Clean-up of the thresholded network output on the CT's own grid (inference).
+    """From the network's probability to lung labels on the CT's own grid (inference).
 
-    ``keep_components`` largest 26-connected components are kept (2: the two lungs; 0 keeps
-    all), each at least ``min_component_ml``; ``fill_holes`` fills enclosed holes per axial
-    slice (vessels, nodules). ``threshold`` applies to the probabilities interpolated onto
-    the CT's grid. Work is confined to the crop box (speed on 512x512 scans).
+    ``surface`` decides each CT voxel from the interpolated probability and its own HU
+    (``threshold`` alone where it is off); components that are mostly gas
+    (``max_gas_fraction``) are dropped; the ``keep_components`` largest 6-connected components
+    are kept (2: the two lungs; 0 keeps all), each at least ``min_component_ml``;
+    ``fill_holes`` fills enclosed holes per axial slice (vessels, nodules). Work is confined
+    to the crop box (speed on 512x512 scans).
     """
 
     keep_components: int = 2

@@ -259,8 +259,8 @@ def postprocess_box(
     With ``hu`` (the CT on the same grid), components more than ``cfg.max_gas_fraction`` of whose
     voxels are below :data:`GAS_HU` are gas (bowel, stomach, air outside the body), not lung, and
     are dropped first: lung parenchyma, even emphysematous, is mostly above it (tissue, blood and
-    air mixed in each voxel). Then it keeps the ``keep_components`` largest 6-connected components of at least
-    ``min_component_ml`` (0 = all of them). Two lungs: the two largest components,
+    air mixed in each voxel). Then it keeps the ``keep_components`` largest 6-connected components
+    of at least ``min_component_ml`` (0 = all of them). Two lungs: the two largest components,
     unless the second is under :data:`MERGED_RATIO` of the largest, in which case the
     largest holds both lungs and is cut along axis 0 at its narrowest column near its
     centre (:func:`lungseg.morphology.split_merged`). The lung whose centroid lies further
@@ -269,7 +269,6 @@ def postprocess_box(
     the nearer lung centroid. With ``fill_holes`` each lung's holes are filled per axial
     slice (axis 2).
     """
-
     out = np.zeros(mask.shape, dtype=np.uint8)
     if not mask.any():
         return out
@@ -493,14 +492,13 @@ class Segmenter:
 
         t = time.perf_counter()
         cfg = self.postprocess
+        hu_box = canonical_view(hu, ornt)[box]
         if cfg.surface.enabled:
             sf = cfg.surface
-            mask = snap_to_ct(canonical_view(hu, ornt)[box], prob_box, sf.air_hu, sf.p_air, sf.p_tissue,
-                              sf.smooth_sigma)
+            mask = snap_to_ct(hu_box, prob_box, sf.air_hu, sf.p_air, sf.p_tissue, sf.smooth_sigma)
         else:
             mask = prob_box > cfg.threshold
         canonical_labels = np.zeros(grid.canonical_shape, dtype=np.uint8)
-        hu_box = canonical_view(hu, ornt)[box]
         canonical_labels[box] = postprocess_box(mask, True, geometry.voxel_volume_ml, cfg, hu_box)
         labels = from_canonical(canonical_labels, ornt, grid.original_shape)
         counts = np.bincount(canonical_labels[box].ravel(), minlength=3)
