@@ -28,7 +28,7 @@ def run(
 
     ``threshold`` overrides the model's probability threshold (one threshold everywhere: the
     full-resolution surface is off); ``postprocess=False`` thresholds only: every component
-    kept, no holes filled, no surface; ``device`` picks the runtime
+    kept, no holes filled, no surface, no gas check; ``device`` picks the runtime
     (:func:`lungseg.inference.load_network`).
 
     Raises:
@@ -49,7 +49,8 @@ def run(
     post = segmenter.postprocess
     plain = dataclasses.replace(post.surface, enabled=False)  # one threshold, no full-resolution surface
     if not postprocess:
-        post = dataclasses.replace(post, keep_components=0, min_component_ml=0.0, fill_holes=False, surface=plain)
+        post = dataclasses.replace(post, keep_components=0, min_component_ml=0.0, fill_holes=False, surface=plain,
+                                   max_gas_fraction=1.0)
     if threshold is not None:
         post = dataclasses.replace(post, threshold=threshold, surface=plain)
     segmenter.postprocess = post
