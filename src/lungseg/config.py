@@ -164,6 +164,10 @@ class PostprocessConfig:
     max_gas_fraction: float = 0.5  # components with more of their voxels below -950 HU are gas, not lung; 1 = off
     surface: SurfaceConfig = field(default_factory=SurfaceConfig)
 
+    def thresholded(self) -> PostprocessConfig:
+        """The same clean-up on one threshold: the full-resolution surface off (the paper's way)."""
+        return dataclasses.replace(self, surface=dataclasses.replace(self.surface, enabled=False))
+
 
 @dataclass(frozen=True)
 class RefineConfig:

@@ -42,7 +42,7 @@ from lungseg.config import (
 )
 from lungseg.data.geometry import Geometry
 from lungseg.errors import CaseError, ConfigError, LungsegError
-from lungseg.morphology import fill_holes_2d, snap_to_ct, split_merged
+from lungseg.morphology import bounding_box, fill_holes_2d, snap_to_ct, split_merged
 from lungseg.preprocessing import (
     GridMap,
     canonical_view,
@@ -245,11 +245,6 @@ def resample_back_box(prob: np.ndarray, grid: GridMap) -> np.ndarray:
     return resample_to_box(prob, tuple(h - lo for lo, h in zip(grid.crop_lo, grid.crop_hi)))
 
 
-def _bbox(mask: np.ndarray, pad: int = 1) -> tuple[slice, ...]:
-    idx = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
-    return tuple(slice(max(0, int(i[0]) - pad), min(mask.shape[ax], int(i[-1]) + 1 + pad)) for ax, i in enumerate(idx))
-
-
 def postprocess_box(
     mask: np.ndarray, right_axis_positive: bool, voxel_ml: float, cfg: PostprocessConfig,
     hu: np.ndarray | None = None,
@@ -320,7 +315,7 @@ def postprocess_box(
         sides.append(sides[nearest])
     for (sl, m), side in zip(lungs, sides):
         if cfg.fill_holes and m.any():
-            inner = _bbox(m)
+            inner = bounding_box(m, 1)
             sub = m[inner]
             filled = np.zeros_like(m)
             filled[inner] = fill_holes_2d(sub)

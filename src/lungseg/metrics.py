@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from lungseg.morphology import bounding_box
+
 
 def _pair(pred: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p, t = np.asarray(pred).astype(bool, copy=False), np.asarray(truth).astype(bool, copy=False)
@@ -91,14 +93,10 @@ def surface_distances(
         return 0.0, 0.0
     if not has_p or not has_t:
         return float("inf"), float("inf")
-    both = p | t
-    box = []
-    for ax in range(p.ndim):
-        idx = np.flatnonzero(both.any(axis=tuple(a for a in range(p.ndim) if a != ax)))
-        box.append(slice(int(idx[0]), int(idx[-1]) + 1))
+    box = bounding_box(p | t)
     # outside the box is background for both masks, as is outside the array (one voxel of padding)
-    p = np.pad(p[tuple(box)], 1)
-    t = np.pad(t[tuple(box)], 1)
+    p = np.pad(p[box], 1)
+    t = np.pad(t[box], 1)
     sp, st = _surface(p), _surface(t)
     sampling = tuple(float(s) for s in spacing_mm)
     to_t = ndimage.distance_transform_edt(~st, sampling=sampling)[sp]

@@ -13,6 +13,19 @@ INPLANE = np.zeros((3, 3, 3), dtype=bool)
 INPLANE[:, :, 1] = ndimage.generate_binary_structure(2, 1)
 
 
+def bounding_box(mask: np.ndarray, pad: int | tuple[int, ...] = 0) -> tuple[slice, ...] | None:
+    """Slices of the smallest box holding every True voxel of ``mask``, grown by ``pad`` voxels
+    (one value or one per axis) and clipped to the array; None when ``mask`` is empty."""
+    pads = (pad,) * mask.ndim if isinstance(pad, int) else tuple(pad)
+    box = []
+    for ax in range(mask.ndim):
+        idx = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
+        if len(idx) == 0:
+            return None
+        box.append(slice(max(0, int(idx[0]) - pads[ax]), min(mask.shape[ax], int(idx[-1]) + 1 + pads[ax])))
+    return tuple(box)
+
+
 def border_connected_2d(mask: np.ndarray) -> np.ndarray:
     """Voxels of ``mask`` connected (in-plane, per slice) to the i/j border of their slice."""
     lab, n = ndimage.label(mask, structure=INPLANE)
@@ -70,13 +83,11 @@ def snap_to_ct(
         raise ValueError(f"hu shape {hu.shape} does not match probability shape {prob.shape}")
     candidate = prob > p_air
     out = np.zeros(prob.shape, dtype=bool)
-    idx = [np.flatnonzero(candidate.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
-    if any(len(i) == 0 for i in idx):
-        return out
     # work inside the candidates' box, grown in-plane by the smoothing kernel's radius (same result, less work)
     r = int(4.0 * smooth_sigma + 0.5) if smooth_sigma > 0 else 0
-    pads = (r, r, 0)
-    box = tuple(slice(max(0, int(i[0]) - p), min(n, int(i[-1]) + 1 + p)) for i, p, n in zip(idx, pads, prob.shape))
+    box = bounding_box(candidate, (r, r, 0))
+    if box is None:
+        return out
     smooth = np.asarray(hu[box])
     if smooth_sigma > 0:
         smooth = ndimage.gaussian_filter(smooth, sigma=(smooth_sigma, smooth_sigma, 0.0), output=np.float32)

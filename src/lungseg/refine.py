@@ -32,6 +32,7 @@ import numpy as np
 from scipy import ndimage
 
 from lungseg.config import PreprocessConfig, RefineConfig
+from lungseg.morphology import bounding_box
 from lungseg.preprocessing import GridMap, resample_box, resample_to_box, standardize, window_normalize
 
 log = logging.getLogger(__name__)
@@ -62,15 +63,12 @@ def refine_box(
     crop_prob: np.ndarray, grid: GridMap, spacing_mm: tuple[float, ...], cfg: RefineConfig, threshold: float = 0.5
 ) -> RefineBox | None:
     """The refine box for stage 1's probability on the crop box (canonical), or None if it finds no lung."""
-    mask = crop_prob > threshold
-    if not mask.any():
+    margins = tuple(int(math.ceil(cfg.margin_mm / s)) for s in spacing_mm)
+    box = bounding_box(crop_prob > threshold, margins)
+    if box is None:
         return None
-    lo, hi = [], []
-    for ax in range(3):
-        idx = np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax)))
-        m = int(math.ceil(cfg.margin_mm / spacing_mm[ax]))
-        lo.append(grid.crop_lo[ax] + max(0, int(idx[0]) - m))
-        hi.append(grid.crop_lo[ax] + min(mask.shape[ax], int(idx[-1]) + 1 + m))
+    lo = [c + sl.start for c, sl in zip(grid.crop_lo, box)]
+    hi = [c + sl.stop for c, sl in zip(grid.crop_lo, box)]
     size = tuple(h - a for a, h in zip(lo, hi))
     return RefineBox(tuple(lo), tuple(hi), fine_shape(size, spacing_mm, cfg.spacing_mm, 2**cfg.depth))  # type: ignore[arg-type]
 

@@ -49,9 +49,8 @@ def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | N
     refine = refine_model(params)
     segmenter = Segmenter(model, params.preprocess, params.postprocess, refine)
     # the 64^3 network alone with one threshold (no cascade, no full-resolution surface), for comparison
-    post = params.postprocess
-    plain = dataclasses.replace(post, surface=dataclasses.replace(post.surface, enabled=False))
-    stage1 = Segmenter(model, params.preprocess, plain) if refine is not None or post.surface.enabled else None
+    compare = refine is not None or params.postprocess.surface.enabled
+    stage1 = Segmenter(model, params.preprocess, params.postprocess.thresholded()) if compare else None
     unet_rows, base_rows, stage1_rows = [], [], []
     figures = Path(params.data.figures_dir) / "test"
     for n, case in enumerate(tqdm(test.cases, desc="evaluate", unit="case")):

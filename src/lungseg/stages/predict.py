@@ -47,12 +47,11 @@ def run(
 
         segmenter = load_segmenter(model, params.tracking, params_path, device=device)
     post = segmenter.postprocess
-    plain = dataclasses.replace(post.surface, enabled=False)  # one threshold, no full-resolution surface
     if not postprocess:
-        post = dataclasses.replace(post, keep_components=0, min_component_ml=0.0, fill_holes=False, surface=plain,
+        post = dataclasses.replace(post.thresholded(), keep_components=0, min_component_ml=0.0, fill_holes=False,
                                    max_gas_fraction=1.0)
     if threshold is not None:
-        post = dataclasses.replace(post, threshold=threshold, surface=plain)
+        post = dataclasses.replace(post.thresholded(), threshold=threshold)
     segmenter.postprocess = post
     results = predict_paths(inputs, out_dir, segmenter, overlay=overlay, progress=progress,
                             output_types=output_types, statistics=statistics)
