@@ -33,6 +33,7 @@ def test_every_default_key_is_spelled_out_in_params_yaml() -> None:
         ({"prepare": {"splt": {}}}, "prepare.splt"),
         ({"synthesise": {}}, "synthesise"),
         ({"prepare": {"nifti": {"image_patern": "x"}}}, "prepare.nifti.image_patern"),
+        ({"postprocess": {"surface": {"air_HU": -400}}}, "postprocess.surface.air_HU"),
     ],
 )
 def test_unknown_key_is_an_error_naming_it(raw: dict, key: str) -> None:
@@ -48,6 +49,9 @@ def test_unknown_key_is_an_error_naming_it(raw: dict, key: str) -> None:
         ({"prepare": {"on_error": "ignore"}}, "prepare.on_error"),
         ({"prepare": {"split": {"train": 0.9, "val": 0.2, "test": 0.1}}}, "prepare.split"),
         ({"prepare": {"roi_aliases": {"right": "Lung_R"}}}, "prepare.roi_aliases.right"),
+        ({"postprocess": {"max_gas_fraction": 1.5}}, "postprocess.max_gas_fraction"),
+        ({"postprocess": {"surface": {"p_air": 0.9, "p_tissue": 0.5}}}, "postprocess.surface"),
+        ({"postprocess": {"surface": {"enabled": "yes"}}}, "postprocess.surface.enabled"),
     ],
 )
 def test_bad_values_are_errors_naming_the_key(raw: dict, fragment: str) -> None:
