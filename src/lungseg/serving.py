@@ -36,6 +36,7 @@ import lungseg
 from lungseg.config import PostprocessConfig, PreprocessConfig, RefineConfig, TrackingConfig
 from lungseg.errors import LungsegError
 from lungseg.inference import Segmenter, is_model_uri, write_bundle
+from lungseg.registry import champion_uri
 
 log = logging.getLogger(__name__)
 
@@ -175,11 +176,6 @@ def log_segmenter_model(
         bundle = write_bundle(Path(tmp) / ARTIFACT, Path(model_path), preprocess, postprocess, refine)
         info = mlflow.pyfunc.log_model(name=name, **_model_kwargs(bundle))
     return info.model_uri
-
-
-def champion_uri(tracking: TrackingConfig) -> str:
-    """``models:/<registered_model>@champion``."""
-    return f"models:/{tracking.registered_model}@champion"
 
 
 def download_model(uri: str, dst: str | Path, tracking: TrackingConfig | None = None) -> Path:

@@ -27,15 +27,11 @@ from mlflow.types import Schema, TensorSpec
 
 from lungseg.config import TrackingConfig
 from lungseg.fileio import project_root, resolve_store
+from lungseg.registry import tracking_uri
 
 log = logging.getLogger(__name__)
 
 _LOCAL_SCHEMES = ("sqlite:", "file:", "/")
-
-
-def tracking_uri(cfg: TrackingConfig) -> str:
-    """``MLFLOW_TRACKING_URI`` or ``tracking.tracking_uri``, a relative local store anchored at the project root."""
-    return resolve_store(os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking_uri)
 
 
 def configure(cfg: TrackingConfig) -> str:

@@ -136,4 +136,19 @@ def test_lungseg_predict_without_model_uses_the_champion(reproduced: Path) -> No
     if proc.returncode != 0:
         assert "run `make run` first" in proc.stderr and len(proc.stderr.strip().splitlines()[-1]) < 500
         pytest.skip("no champion registered by this pipeline (evaluate stage missing)")
-    assert (reproduced / "champion_out" / f"{ct_path.name[:-len('.nii.gz')]}_lungs.nii.gz").is_file()
+    name = f"{ct_path.name[:-len('.nii.gz')]}_lungs.nii.gz"
+    assert (reproduced / "champion_out" / name).is_file()
+    # the champion is read where the SQLite registry keeps it, without importing MLflow ...
+    fast = ("import sys; from lungseg.cli import main; rc = main(['predict', sys.argv[1], '--out', sys.argv[2]]); "
+            "assert 'mlflow' not in sys.modules, 'MLflow was imported'; sys.exit(rc)")
+    run([str(BIN / "python"), "-c", fast, str(ct_path), str(reproduced / "champion_fast")], reproduced)
+    # ... and gives the mask of the same version downloaded by MLflow
+    download = ("import sys; from lungseg.config import load_params; from lungseg.registry import champion_uri; "
+                "from lungseg.serving import download_model; t = load_params('params.yaml').tracking; "
+                "download_model(champion_uri(t), sys.argv[1], t)")
+    run([str(BIN / "python"), "-c", download, str(reproduced / "champion_download")], reproduced)
+    run(["lungseg", "predict", str(ct_path), "--out", str(reproduced / "champion_mlflow"),
+         "--model", str(reproduced / "champion_download")], reproduced)
+    masks = [np.asarray(nib.load(str(reproduced / out / name)).dataobj)
+             for out in ("champion_out", "champion_fast", "champion_mlflow")]
+    assert masks[0].any() and np.array_equal(masks[0], masks[1]) and np.array_equal(masks[0], masks[2])

@@ -43,9 +43,16 @@ def run(
     if model is not None and not is_model_uri(model):
         segmenter = Segmenter.load(model, params_path=params_path, device=device)  # a local file: no MLflow import
     else:
-        from lungseg.serving import load_segmenter
+        from lungseg.registry import champion_uri, local_model_dir, tracking_uri
 
-        segmenter = load_segmenter(model, params.tracking, params_path, device=device)
+        uri = model or champion_uri(params.tracking)
+        local = local_model_dir(uri, tracking_uri(params.tracking))
+        if local is not None:  # a local SQLite registry and model files on this machine: no MLflow import
+            segmenter = Segmenter.load(local, params_path=None, device=device)
+        else:
+            from lungseg.serving import load_segmenter
+
+            segmenter = load_segmenter(uri, params.tracking, params_path, device=device)
     post = segmenter.postprocess
     if not postprocess:
         post = dataclasses.replace(post.thresholded(), keep_components=0, min_component_ml=0.0, fill_holes=False,
