@@ -82,6 +82,7 @@ def resolve_model(model: str | None, work: Path) -> tuple[str, str]:
 
     params = load_params(REPO / "params.yaml")
     if model is None:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         try:
             with tempfile.TemporaryDirectory() as tmp:
                 download_model(champion_uri(params.tracking), tmp, params.tracking)

@@ -151,15 +151,18 @@ def rotation_matrix(angles_deg: tuple[float, float, float]) -> np.ndarray:
     return out
 
 
-def _linear_upsample_matrix(n: int, step: float, n_coarse: int) -> np.ndarray:
-    """(n, n_coarse) matrix linearly interpolating nodes spaced ``step`` fine voxels apart."""
+def _linear_upsample(field: np.ndarray, axis: int, n: int, step: float) -> np.ndarray:
+    """Linear interpolation of ``field`` along ``axis`` from nodes spaced ``step`` fine voxels
+    apart to ``n`` fine voxels: two elementwise products per voxel (a matrix product would go
+    through BLAS, whose kernels round differently from one CPU to another)."""
+    n_coarse = field.shape[axis]
     pos = np.arange(n) / step
     lo = np.minimum(np.floor(pos).astype(int), n_coarse - 2)
-    t = pos - lo
-    mat = np.zeros((n, n_coarse), dtype=np.float32)
-    mat[np.arange(n), lo] = 1.0 - t
-    mat[np.arange(n), lo + 1] = t
-    return mat
+    shape = [1] * field.ndim
+    shape[axis] = n
+    w1 = (pos - lo).astype(np.float32).reshape(shape)
+    w0 = (1.0 - (pos - lo)).astype(np.float32).reshape(shape)
+    return np.take(field, lo, axis=axis) * w0 + np.take(field, lo + 1, axis=axis) * w1
 
 
 def elastic_field(shape: tuple[int, int, int], strength: float, sigma: float, seed: int) -> np.ndarray:
@@ -175,11 +178,10 @@ def elastic_field(shape: tuple[int, int, int], strength: float, sigma: float, se
     noise = np.random.default_rng(seed).standard_normal((3, *coarse))
     smooth = ndimage.gaussian_filter(noise, sigma=(0.0, sigma / step, sigma / step, sigma / step), mode="reflect")
     field = smooth.astype(np.float32)
-    for axis, n in enumerate(shape):  # upsample one axis at a time (three small matrix products)
-        mat = _linear_upsample_matrix(n, step, coarse[axis])
-        field = np.moveaxis(np.tensordot(mat, field, axes=([1], [axis + 1])), 0, axis + 1)
+    for axis, n in enumerate(shape):  # upsample one axis at a time
+        field = _linear_upsample(field, axis + 1, n, step)
     field = np.ascontiguousarray(field)
-    longest = float(np.sqrt(np.einsum("i...,i...->...", field, field)).max())
+    longest = float(np.sqrt(field[0] * field[0] + field[1] * field[1] + field[2] * field[2]).max())
     if longest > 0:
         field *= np.float32(strength / longest)
     return field

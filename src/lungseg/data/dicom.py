@@ -45,6 +45,7 @@ from lungseg.data.dicom_rtstruct import (
 from lungseg.data.dicom_scan import DicomFile, PatientFiles, scan_dicom_tree, sop_instance_uid
 from lungseg.data.geometry import Geometry
 from lungseg.errors import CaseError
+from lungseg.data import exact
 
 __all__ = [
     "CtSeries", "DicomCase", "DicomFile", "PatientFiles", "Side", "best_series", "ct_series_geometry",
@@ -120,7 +121,7 @@ def _series_problem(files: list[DicomFile]) -> str | None:
     try:
         iop = np.asarray([float(v) for v in first.ImageOrientationPatient], dtype=float)
         normal = np.cross(iop[:3], iop[3:])
-        normal /= np.linalg.norm(normal)
+        normal /= exact.norm(normal)
     except (TypeError, ValueError, ZeroDivisionError):
         return f"invalid ImageOrientationPatient {first.get('ImageOrientationPatient')!r}"
     if not np.isfinite(normal).all() or abs(normal[2]) < _MAX_AXIAL_TILT_COS:
@@ -131,7 +132,7 @@ def _series_problem(files: list[DicomFile]) -> str | None:
 
 
 def _position(f: DicomFile, normal: np.ndarray) -> float:
-    return float(np.dot([float(v) for v in f.header.ImagePositionPatient], normal))
+    return exact.dot([float(v) for v in f.header.ImagePositionPatient], normal)
 
 
 def _dedupe(files: list[DicomFile]) -> list[DicomFile]:
@@ -239,8 +240,8 @@ def ct_series_geometry(files: list[DicomFile], case: str, max_gap_tolerance: flo
     """
     first = files[0].header
     iop = _floats(first, "ImageOrientationPatient", 6, case, files[0].rel)
-    row_dir, col_dir = iop[:3] / np.linalg.norm(iop[:3]), iop[3:] / np.linalg.norm(iop[3:])
-    if abs(np.dot(row_dir, col_dir)) > 1e-3:
+    row_dir, col_dir = iop[:3] / exact.norm(iop[:3]), iop[3:] / exact.norm(iop[3:])
+    if abs(exact.dot(row_dir, col_dir)) > 1e-3:
         raise CaseError(case, f"{files[0].rel}: ImageOrientationPatient {iop.tolist()} is not orthogonal")
     normal = np.cross(row_dir, col_dir)
     ps = _floats(first, "PixelSpacing", 2, case, files[0].rel)
@@ -271,7 +272,7 @@ def ct_series_geometry(files: list[DicomFile], case: str, max_gap_tolerance: flo
             )
         ipps.append(_floats(h, "ImagePositionPatient", 3, case, f.rel))
     ipps_arr = np.asarray(ipps)
-    pos = ipps_arr @ normal
+    pos = exact.matmul(ipps_arr, normal)
     gaps = np.diff(pos)
     expected = float(np.median(gaps))
     for n, gap in enumerate(gaps):
@@ -370,7 +371,7 @@ def load_ct_series(
     if not np.all(np.isfinite(slices)):
         k = int(np.flatnonzero(~np.isfinite(slices).all(axis=(1, 2)))[0])
         ipp = _floats(files[k].header, "ImagePositionPatient", 3, case, files[k].rel)
-        z = float(ipp @ geometry.direction_matrix[:, 2])
+        z = exact.dot(ipp, geometry.direction_matrix[:, 2])
         raise CaseError(case, f"NaN or infinite HU values in slice at z={z:.2f} ({files[k].rel})")
     return slices.transpose(2, 1, 0), geometry
 

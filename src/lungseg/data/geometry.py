@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lungseg.data import exact
+
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -53,17 +55,17 @@ class Geometry:
 
     def affine_ras(self) -> np.ndarray:
         """4x4 affine mapping voxel index ``(i, j, k, 1)`` to RAS mm (NIfTI)."""
-        return LPS_TO_RAS @ self.affine_lps()
+        return exact.matmul(LPS_TO_RAS, self.affine_lps())
 
     def voxel_to_lps(self, ijk: np.ndarray) -> np.ndarray:
         """Map voxel indices ``(..., 3)`` (float allowed) to LPS mm ``(..., 3)``."""
         a = self.affine_lps()
-        return np.asarray(ijk, dtype=float) @ a[:3, :3].T + a[:3, 3]
+        return exact.matmul(np.asarray(ijk, dtype=float), a[:3, :3].T) + a[:3, 3]
 
     def lps_to_voxel(self, xyz: np.ndarray) -> np.ndarray:
         """Map LPS mm points ``(..., 3)`` to continuous voxel indices ``(..., 3)``."""
-        inv = np.linalg.inv(self.affine_lps())
-        return np.asarray(xyz, dtype=float) @ inv[:3, :3].T + inv[:3, 3]
+        a = self.affine_lps()
+        return exact.matmul(np.asarray(xyz, dtype=float) - a[:3, 3], exact.inv3(a[:3, :3]).T)
 
     @property
     def voxel_volume_ml(self) -> float:
@@ -73,7 +75,7 @@ class Geometry:
     @classmethod
     def from_affine_ras(cls, affine: np.ndarray, shape: tuple[int, ...]) -> Geometry:
         """Build a geometry from a NIfTI (RAS) affine and a 3D shape."""
-        lps = np.linalg.inv(LPS_TO_RAS) @ np.asarray(affine, dtype=float)
+        lps = exact.matmul(LPS_TO_RAS, np.asarray(affine, dtype=float))  # its own inverse
         m = lps[:3, :3]
         spacing = np.linalg.norm(m, axis=0)
         if np.any(spacing <= 0) or not np.all(np.isfinite(spacing)):

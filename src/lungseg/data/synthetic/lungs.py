@@ -17,6 +17,7 @@ from scipy import ndimage
 
 from lungseg.data.synthetic.labels import AIRWAY, BRONCH_WALL, HILUM_FAT, IN_LUNG, LUNG, MED_FAT, VESSEL, lut
 from lungseg.data.synthetic.shapes import Range, tube
+from lungseg.data import exact
 
 if TYPE_CHECKING:
     from lungseg.data.synthetic.phantom import Patient
@@ -86,8 +87,8 @@ def branching_tree(
         end = start + (c - start) * r.uniform(*T.step_to_centroid)
         segs.append((start, end, rad, rad * 0.92, parent))
         me = len(segs) - 1
-        _, v = np.linalg.eigh(np.cov((P - c).T))
-        proj = (P - c) @ (v[:, -1] + r.normal(0, jitter, 3))
+        axis = exact.principal_axis(exact.covariance(P))
+        proj = exact.matmul(P - c, axis + r.normal(0, jitter, 3))
         cut = np.quantile(proj, r.uniform(*T.split_quantile))
         a, b = idx[proj < cut], idx[proj >= cut]
         if len(a) == 0 or len(b) == 0:
@@ -127,18 +128,18 @@ def grow_trees(pt: Patient) -> None:
                     sl, m = tube(g, p0, p1, r0, r1)
                     pt.paint(sl, m, VESSEL, IN_LUNG)
                 else:
-                    L = float(np.linalg.norm(p1 - p0))
+                    L = exact.norm(p1 - p0)
                     ns = max(2, int(np.ceil(L / (0.5 * g.sp.min()))))
                     t = np.linspace(0, 1, ns)[:, None]
                     small_p.append(p0 + (p1 - p0) * t)
                     small_w.append(np.pi * (r0 + (r1 - r0) * t[:, 0]) ** 2 * (L / ns) / vox)
                 # bronchus alongside the artery: offset direction carried down the tree
-                d = (p1 - p0) / max(float(np.linalg.norm(p1 - p0)), 1e-6)
+                d = (p1 - p0) / max(exact.norm(p1 - p0), 1e-6)
                 prev = offs[parent] if parent >= 0 else np.cross(d, [0.0, 0.0, 1.0])
-                nrm = prev - d * (prev @ d)
-                if np.linalg.norm(nrm) < 1e-3:
+                nrm = prev - d * exact.dot(prev, d)
+                if exact.norm(nrm) < 1e-3:
                     nrm = np.cross(d, [1.0, 0.0, 0.0])
-                nrm = nrm / np.linalg.norm(nrm)
+                nrm = nrm / exact.norm(nrm)
                 offs.append(nrm)
                 rb = T.bronchus_to_artery * r0
                 if kind == "artery" and rb >= rb_min:

@@ -18,6 +18,7 @@ from lungseg.data.synthetic.labels import (
     LIVER, LUNG, MED_FAT, MUSCLE, MYOCARD, NODE, SPLEEN, STOMACH, lut,
 )  # fmt: skip
 from lungseg.data.synthetic.shapes import Range, ellipsoid, smoothstep, spline, tube
+from lungseg.data import exact
 
 if TYPE_CHECKING:
     from lungseg.data.synthetic.phantom import Patient
@@ -129,8 +130,8 @@ def place_mediastinum(pt: Patient) -> None:
     th_, ph = np.deg2rad(r.uniform(*M.heart_turn_deg)), np.deg2rad(r.uniform(*M.heart_tilt_deg))
     e1 = np.array([np.cos(th_) * np.cos(ph), -np.sin(th_) * np.cos(ph), -np.sin(ph)])
     e2 = np.array([np.sin(th_), np.cos(th_), 0.0])
-    e2 -= e1 * (e1 @ e2)
-    e2 /= np.linalg.norm(e2)
+    e2 -= e1 * exact.dot(e1, e2)
+    e2 /= exact.norm(e2)
     e3 = np.cross(e1, e2)
     rot = np.column_stack([e1, e2, e3])
     axes = np.array([a, b, cc])
@@ -289,7 +290,7 @@ def paint_mediastinum(pt: Patient) -> None:
         for _ in range(int(r.integers(*M.calcification_count))):
             a = int(r.integers(len(P) // 4, len(P)))
             v = r.normal(size=3)
-            v /= np.linalg.norm(v)
+            v /= exact.norm(v)
             sl, q = ellipsoid(g, P[a] + v * (R[a] - 1), np.full(3, r.uniform(*M.calcification_radius)))
             if sl is not None:
                 pt.paint(sl, q < 1, CALC, lut((BLOOD, MED_FAT)))

@@ -21,6 +21,7 @@ from lungseg.data.synthetic.labels import (
     AIRWAY, BRONCH_WALL, EFFUSION, HILUM_FAT, LUNG, MED_FAT, NODE, TUMOUR, VESSEL, lut,
 )  # fmt: skip
 from lungseg.data.synthetic.shapes import Range, ellipsoid, smooth_field, smoothstep, tube
+from lungseg.data import exact
 
 if TYPE_CHECKING:
     from lungseg.data.synthetic.phantom import Patient
@@ -308,7 +309,7 @@ def _tumour(pt: Patient, side: int, bb: Box, lung: np.ndarray) -> bool:
         pt.lung[s2] &= ~tm
     for _ in range(int(r.integers(*P.spicule_count))):  # spicules
         v = r.normal(size=3)
-        v /= np.linalg.norm(v)
+        v /= exact.norm(v)
         p0 = c + v * R * 0.8
         p1 = p0 + v * r.uniform(*P.spicule_length)
         sl, m = tube(g, p0, p1, r.uniform(*P.spicule_radius), 0.4)

@@ -8,6 +8,7 @@ Arrays are indexed ``[i, j, k]`` = ``[x (left), y (posterior), z (superior)]``.
 from __future__ import annotations
 
 import numpy as np
+from lungseg.data import exact
 from scipy import ndimage
 
 #: ``(low, high)`` of a uniform draw, in the unit its field name or comment gives.
@@ -56,7 +57,7 @@ def tube(g: Grid, p0: np.ndarray, p1: np.ndarray, r0: float, r1: float, zscale: 
     d = (p1 - p0).astype(np.float32)
     d[2] /= zscale
     ex, ey, ez = X - p0[0], Y - p0[1], (Z - p0[2]) / np.float32(zscale)
-    L2 = float(d @ d)
+    L2 = exact.dot(d, d)
     t = np.clip((ex * d[0] + ey * d[1] + ez * d[2]) / np.float32(max(L2, 1e-9)), 0, 1) if L2 > 1e-9 else np.float32(0)
     dist2 = (ex - t * d[0]) ** 2 + (ey - t * d[1]) ** 2 + (ez - t * d[2]) ** 2
     r = np.float32(r0) + np.float32(r1 - r0) * t
@@ -97,7 +98,7 @@ def spline(points: list, radii: list, step: float = 2.5) -> tuple[np.ndarray, np
     pts, rad = [], []
     for i in range(1, len(Q) - 2):
         p0, p1, p2, p3 = Q[i - 1 : i + 3]
-        n = max(2, int(np.ceil(np.linalg.norm(p2 - p1) / step)))
+        n = max(2, int(np.ceil(exact.norm(p2 - p1) / step)))
         t = np.linspace(0, 1, n, endpoint=False)[:, None]
         pts.append(0.5 * (2 * p1 + (p2 - p0) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
                           + (3 * p1 - p0 - 3 * p2 + p3) * t**3))  # fmt: skip
