@@ -72,13 +72,20 @@ def covariance(points: np.ndarray) -> np.ndarray:
 
 def principal_axis(cov: np.ndarray, iterations: int = 200) -> np.ndarray:
     """Unit eigenvector of the largest eigenvalue of a symmetric positive semi-definite matrix
-    (power iteration; sign fixed by the start vector)."""
-    v = np.array([1.0, 0.5, 0.25][: len(cov)] + [0.125] * max(0, len(cov) - 3))
-    v = v / norm(v)
+    (power iteration in Python floats, the same operation order as :func:`matmul`/:func:`norm`;
+    sign fixed by the start vector; stops early at an exact fixed point)."""
+    c = np.asarray(cov, dtype=float).tolist()
+    n = len(c)
+    v = ([1.0, 0.5, 0.25] + [0.125] * n)[:n]
+    length = math.sqrt(sum(x * x for x in v))
+    v = [x / length for x in v]
     for _ in range(iterations):
-        w = matmul(cov, v)
-        n = norm(w)
-        if n == 0.0:
-            return v
-        v = w / n
-    return v
+        w = [sum(row[k] * v[k] for k in range(n)) for row in c]
+        length = math.sqrt(sum(x * x for x in w))
+        if length == 0.0:
+            break
+        w = [x / length for x in w]
+        if w == v:
+            break
+        v = w
+    return np.array(v)
