@@ -55,3 +55,11 @@ def test_eval_batches_are_the_arrays_in_order(split: Path) -> None:
     assert [int(x.shape[0]) for x, _ in batches] == [2, 1]
     np.testing.assert_array_equal(np.concatenate([x.numpy() for x, _ in batches])[..., 0], data.images)
     np.testing.assert_array_equal(np.concatenate([y.numpy() for _, y in batches])[..., 0], data.masks.astype(np.float32))
+
+
+def test_pipelines_do_not_autotune(split: Path) -> None:
+    """tf.data's autotuner made every iterator's deletion wait for its sleeping thread (a stall at
+    the end of each fit and validation pass, see lungseg.dataset._without_autotune)."""
+    data = load_split(split, "train")
+    for ds in (train_dataset(data, AugmentConfig(), batch_size=2, seed=0), eval_dataset(data, batch_size=2)):
+        assert ds.options().autotune.enabled is False
