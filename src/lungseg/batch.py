@@ -90,6 +90,22 @@ def _write_outputs(
     return written
 
 
+def _import_case_modules(dicom_in: bool, output_types: Sequence[str], statistics: bool) -> None:
+    """Import once, before the first case, what the cases need (readers, writers, post-processing),
+    so the first case costs what every later one does (the imports are start-up, read from disk
+    on a cold file cache: measured on host D, 1.77 s for the first case instead of 0.9-1.3 s)."""
+    import scipy.ndimage  # noqa: F401
+
+    import lungseg.data.nifti  # noqa: F401
+    import lungseg.morphology  # noqa: F401
+    import lungseg.quality  # noqa: F401
+
+    if dicom_in:
+        import lungseg.data.dicom  # noqa: F401
+    if any(t != "nifti" for t in output_types):
+        import lungseg.data.dicom_export  # noqa: F401
+
+
 def predict_paths(
     inputs: Iterable[str | Path], out_dir: str | Path, segmenter: Segmenter, overlay: bool = False,
     progress: bool = True, output_types: Sequence[str] = ("nifti",), statistics: bool = False,
@@ -109,6 +125,7 @@ def predict_paths(
 
     paths = [Path(p) for p in inputs]
     check_output_types(paths, output_types)
+    _import_case_modules(any(p.is_dir() for p in paths), output_types, statistics)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
