@@ -24,7 +24,6 @@ import argparse
 import base64
 import json
 import os
-import resource
 import signal
 import socket
 import subprocess
@@ -137,7 +136,7 @@ def bench_cli(dicom: Path, model: str, work: Path, prefix: str = "predict") -> N
                                 cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
         wall = time.perf_counter() - t
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4: tell Popen
     if proc.returncode != 0:
         raise RuntimeError((work / "predict.log").read_text()[-2000:])
     peak_mb = usage.ru_maxrss / 1024

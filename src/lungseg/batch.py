@@ -90,7 +90,7 @@ def _write_outputs(
     return written
 
 
-def _import_case_modules(dicom_in: bool, output_types: Sequence[str], statistics: bool) -> None:
+def _import_case_modules(dicom_in: bool, output_types: Sequence[str]) -> None:
     """Import once, before the first case, what the cases need (readers, writers, post-processing),
     so the first case costs what every later one does (the imports are start-up, read from disk
     on a cold file cache: measured on host D, 1.77 s for the first case instead of 0.9-1.3 s)."""
@@ -125,7 +125,7 @@ def predict_paths(
 
     paths = [Path(p) for p in inputs]
     check_output_types(paths, output_types)
-    _import_case_modules(any(p.is_dir() for p in paths), output_types, statistics)
+    _import_case_modules(any(p.is_dir() for p in paths), output_types)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []

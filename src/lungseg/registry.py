@@ -44,7 +44,7 @@ def _sqlite_file(uri: str) -> Path | None:
     rest = uri[len("sqlite:///"):]
     if not rest or rest.startswith(":memory:") or "?" in rest:
         return None
-    path = Path("/" + rest.lstrip("/")) if rest.startswith("/") else Path(rest)
+    path = Path(rest)
     return path if path.is_file() else None
 
 

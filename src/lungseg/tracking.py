@@ -26,7 +26,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
 from lungseg.config import TrackingConfig
-from lungseg.fileio import project_root, resolve_store
+from lungseg.fileio import project_root
 from lungseg.registry import tracking_uri
 
 log = logging.getLogger(__name__)

@@ -33,6 +33,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from lungseg.config import PrepareConfig
+from lungseg.data import exact
 from lungseg.data.dicom_rtstruct import (
     Side,
     match_lung_rois,
@@ -45,7 +46,6 @@ from lungseg.data.dicom_rtstruct import (
 from lungseg.data.dicom_scan import DicomFile, PatientFiles, scan_dicom_tree, sop_instance_uid
 from lungseg.data.geometry import Geometry
 from lungseg.errors import CaseError
-from lungseg.data import exact
 
 __all__ = [
     "CtSeries", "DicomCase", "DicomFile", "PatientFiles", "Side", "best_series", "ct_series_geometry",

@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from lungseg.data import exact
 from lungseg.data.synthetic.labels import AIRWAY, BRONCH_WALL, HILUM_FAT, IN_LUNG, LUNG, MED_FAT, VESSEL, lut
 from lungseg.data.synthetic.shapes import Range, tube
-from lungseg.data import exact
 
 if TYPE_CHECKING:
     from lungseg.data.synthetic.phantom import Patient

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lungseg.data import exact
 from lungseg.data.synthetic.labels import (
     AIRWAY, BLOOD, BRONCH_WALL, CALC, CANCELLOUS, CARTILAGE, CORTEX, DISC, ESOPH, FAT, FLUID, GAS, HILUM_FAT,
     LIVER, LUNG, MED_FAT, MUSCLE, MYOCARD, NODE, SPLEEN, STOMACH, lut,
 )  # fmt: skip
 from lungseg.data.synthetic.shapes import Range, ellipsoid, smoothstep, spline, tube
-from lungseg.data import exact
 
 if TYPE_CHECKING:
     from lungseg.data.synthetic.phantom import Patient

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import ndimage
 
+from lungseg.data import exact
 from lungseg.data.synthetic.labels import (
     AIRWAY, BRONCH_WALL, EFFUSION, HILUM_FAT, LUNG, MED_FAT, NODE, TUMOUR, VESSEL, lut,
 )  # fmt: skip
 from lungseg.data.synthetic.shapes import Range, ellipsoid, smooth_field, smoothstep, tube
-from lungseg.data import exact
 
 if TYPE_CHECKING:
     from lungseg.data.synthetic.phantom import Patient

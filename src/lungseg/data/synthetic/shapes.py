@@ -8,8 +8,9 @@ Arrays are indexed ``[i, j, k]`` = ``[x (left), y (posterior), z (superior)]``.
 from __future__ import annotations
 
 import numpy as np
-from lungseg.data import exact
 from scipy import ndimage
+
+from lungseg.data import exact
 
 #: ``(low, high)`` of a uniform draw, in the unit its field name or comment gives.
 Range = tuple[float, float]
