@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install run test clean
+.PHONY: install run test clean real-ct
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,13 @@ run: install
 	$(BIN)/dvc repro
 	$(BIN)/dvc checkout --relink --quiet
 	$(BIN)/lungseg register
+
+# The three full-resolution NSCLC-Radiomics planning CTs of ../shared/real-ct (for checking, never for training):
+# their DICOM series come from a git snapshot of primakov/precision-medicine-toolbox (a clone's .git, or the git
+# directory the tool library's `fetch` prints), extracted into data/external/ (git-ignored). README "Real CT".
+real-ct: install
+	@test -n "$(NSCLC_GIT)" || { echo "usage: make real-ct NSCLC_GIT=<git dir of primakov/precision-medicine-toolbox>" >&2; exit 2; }
+	PYTHON=$(BIN)/python bash ../shared/real-ct/nsclc-radiomics/get.sh "$(NSCLC_GIT)" data/external/nsclc-radiomics
 
 test: install
 	$(BIN)/pytest -q

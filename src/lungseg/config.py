@@ -94,6 +94,12 @@ class PreprocessConfig:
     hu_min: float = -1000.0
     hu_max: float = 400.0
     smooth_sigma: float = 0.5  # Gaussian sigma in network voxels, 0 = off
+    # fixed: (window - norm_mean) / norm_sd with constants, the same scale on every scan; volume: each crop's own
+    # mean and SD (the paper's way; on real planning CTs the air around neck and shoulders moved real lung
+    # 0.7-1.0 SD brighter than any synthetic lung, README "Real CT")
+    normalize: Literal["fixed", "volume"] = "fixed"
+    norm_mean: float = 0.6  # about the mean and SD of the synthetic cohort's windowed thorax crops
+    norm_sd: float = 0.26
     n_figure_cases: int = 1
 
 
@@ -135,7 +141,9 @@ class SurfaceConfig:
     The network's probability, interpolated onto the CT grid, says where the lungs are; each CT
     voxel then decides by its own HU: air-like voxels (in-plane smoothed HU < ``air_hu``, about
     halfway between lung and soft tissue) are lung where the probability exceeds ``p_air``, the
-    others where it exceeds ``p_tissue``. ``enabled: false``: one threshold (the paper's way).
+    others where it exceeds ``p_tissue``. With ``rim``, the voxels next to that mask (in-plane)
+    below ``rim_hu`` join it: the partial-volume edge the lung surface passes through, which
+    expert radiotherapy contours include. ``enabled: false``: one threshold (the paper's way).
     """
 
     enabled: bool = True
@@ -143,6 +151,8 @@ class SurfaceConfig:
     p_air: float = 0.05
     p_tissue: float = 0.8
     smooth_sigma: float = 0.4  # in-plane Gaussian SD (CT voxels) against noise before the HU test
+    rim: bool = False  # add the partial-volume rim (next to the mask, smoothed HU < rim_hu), as RT contours include it
+    rim_hu: float = -200.0  # a quarter air between lung (about -850 HU) and chest wall (about 0 HU)
 
 
 @dataclass(frozen=True)
@@ -264,12 +274,16 @@ class RealCTCase:
 
 
 _REAL_CT = "../shared/real-ct"  # params.yaml evaluate.real_ct; see ../shared/real-ct/README.md
+_NSCLC_DICOM = "data/external/nsclc-radiomics"  # git-ignored: ../shared is read-only, `make real-ct` extracts here
 DEFAULT_REAL_CT: dict[str, RealCTCase] = {
     "copdgene_10002k": RealCTCase(f"{_REAL_CT}/copdgene-10002k/ct.nii.gz", f"{_REAL_CT}/copdgene-10002k/lungs.nii.gz"),
     "copdgene_10002k_dicom": RealCTCase(f"{_REAL_CT}/copdgene-10002k/dicom", f"{_REAL_CT}/copdgene-10002k/lungs.nii.gz"),
     "abdomen_lung_bases": RealCTCase(f"{_REAL_CT}/abdomen-lung-bases/ct.nii.gz",
                                      f"{_REAL_CT}/abdomen-lung-bases/lungs.nii.gz", "partial"),
     "abdomen_no_lung": RealCTCase(f"{_REAL_CT}/abdomen-lung-bases/no-lung-dicom", coverage="none"),
+    # full-resolution planning CTs: the DICOM series are extracted by `make real-ct` (README "Real CT")
+    **{f"nsclc_{n}": RealCTCase(f"{_NSCLC_DICOM}/LUNG1-{n}/dicom", f"{_REAL_CT}/nsclc-radiomics/LUNG1-{n}/lungs.nii.gz")
+       for n in ("001", "002", "003")},
 }
 
 
@@ -398,6 +412,8 @@ def _validate(p: Params) -> None:
         raise ConfigError(f"params keys 'preprocess.hu_min/hu_max' need hu_max > hu_min, got {pp.hu_min}, {pp.hu_max}")
     if pp.smooth_sigma < 0:
         raise ConfigError(f"params key 'preprocess.smooth_sigma' must be >= 0, got {pp.smooth_sigma}")
+    if pp.norm_sd <= 0:
+        raise ConfigError(f"params key 'preprocess.norm_sd' must be > 0, got {pp.norm_sd}")
     for name, value in dataclasses.asdict(p.synthesize.realism).items():
         if not 0.0 <= value <= 1.0:
             raise ConfigError(f"params key 'synthesize.realism.{name}' must be a probability in [0, 1], got {value}")
@@ -437,6 +453,8 @@ def check_postprocess(cfg: PostprocessConfig) -> None:
     if not 0.0 <= cfg.max_gas_fraction <= 1.0:
         raise ConfigError(f"params key 'postprocess.max_gas_fraction' must be in [0, 1], got {cfg.max_gas_fraction}")
     sf = cfg.surface
+    if sf.rim and not sf.air_hu <= sf.rim_hu:
+        raise ConfigError(f"params key 'postprocess.surface.rim_hu' must be >= air_hu ({sf.air_hu}), got {sf.rim_hu}")
     if not (0.0 < sf.p_air <= sf.p_tissue < 1.0 and sf.smooth_sigma >= 0):
         raise ConfigError("params keys 'postprocess.surface.*' need 0 < p_air <= p_tissue < 1 and smooth_sigma >= 0, "
                           f"got p_air={sf.p_air}, p_tissue={sf.p_tissue}, smooth_sigma={sf.smooth_sigma}")

@@ -51,7 +51,7 @@ from lungseg.preprocessing import (
     probabilities_to_original,
     resample_to_box,
 )
-from lungseg.quality import assess
+from lungseg.quality import aerated_left_out, assess
 
 log = logging.getLogger(__name__)
 
@@ -146,8 +146,12 @@ def read_config_json(path: Path) -> tuple[PreprocessConfig, PostprocessConfig]:
     """Read a bundle's ``lungseg_config.json`` strictly (unknown keys are errors naming the file)."""
     try:
         raw = json.loads(Path(path).read_text())
-        pre = section_from_dict(PreprocessConfig, raw.get("preprocess", {}), "preprocess")
-        post = section_from_dict(PostprocessConfig, raw.get("postprocess", {}), "postprocess")
+        # bundles written before preprocess.normalize existed were trained on per-crop standardisation
+        pre = section_from_dict(PreprocessConfig, {"normalize": "volume", **raw.get("preprocess", {})}, "preprocess")
+        # ... and their surface had no partial-volume rim
+        old = raw.get("postprocess", {})
+        surface = {"rim": False, **old.get("surface", {})}
+        post = section_from_dict(PostprocessConfig, {**old, "surface": surface}, "postprocess")
         check_postprocess(post)
     except (OSError, ValueError, AttributeError, ConfigError) as e:
         raise LungsegError(f"{path}: not a valid lungseg model config ({e})") from e
@@ -490,7 +494,8 @@ class Segmenter:
         hu_box = canonical_view(hu, ornt)[box]
         if cfg.surface.enabled:
             sf = cfg.surface
-            mask = snap_to_ct(hu_box, prob_box, sf.air_hu, sf.p_air, sf.p_tissue, sf.smooth_sigma)
+            mask = snap_to_ct(hu_box, prob_box, sf.air_hu, sf.p_air, sf.p_tissue, sf.smooth_sigma,
+                              sf.rim_hu if sf.rim else None)
         else:
             mask = prob_box > cfg.threshold
         canonical_labels = np.zeros(grid.canonical_shape, dtype=np.uint8)
@@ -503,7 +508,8 @@ class Segmenter:
         volumes = {"right": float(counts[RIGHT]) * v, "left": float(counts[LEFT]) * v}
         volumes["total"] = volumes["right"] + volumes["left"]
         t = time.perf_counter()
-        quality = assess(canonical_labels, volumes, hu, prob_box)
+        left_out = float(np.count_nonzero(aerated_left_out(canonical_labels[box] > 0, hu_box))) * v
+        quality = assess(canonical_labels, volumes, hu, prob_box, left_out)
         timings["quality"] = time.perf_counter() - t
         return Segmentation(labels, net_prob, image, grid, volumes, timings, quality)
 

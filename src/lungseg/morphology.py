@@ -59,8 +59,28 @@ def split_merged(comp: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
     return np.moveaxis(first, 0, axis), np.moveaxis(second, 0, axis)
 
 
+def grow_inplane(mask: np.ndarray) -> np.ndarray:
+    """``mask`` dilated by one voxel along axes 0 and 1 (4-neighbourhood per axial slice; what
+    ``ndimage.binary_dilation(mask, INPLANE)`` gives, by array shifts: several times faster)."""
+    out = mask.copy()
+    out[1:] |= mask[:-1]
+    out[:-1] |= mask[1:]
+    out[:, 1:] |= mask[:, :-1]
+    out[:, :-1] |= mask[:, 1:]
+    return out
+
+
+def grow_3d(mask: np.ndarray) -> np.ndarray:
+    """``mask`` dilated by one voxel along each axis (6-neighbourhood), by array shifts."""
+    out = grow_inplane(mask)
+    out[:, :, 1:] |= mask[:, :, :-1]
+    out[:, :, :-1] |= mask[:, :, 1:]
+    return out
+
+
 def snap_to_ct(
-    hu: np.ndarray, prob: np.ndarray, air_hu: float, p_air: float, p_tissue: float, smooth_sigma: float = 0.4
+    hu: np.ndarray, prob: np.ndarray, air_hu: float, p_air: float, p_tissue: float, smooth_sigma: float = 0.4,
+    rim_hu: float | None = None,
 ) -> np.ndarray:
     """Lung mask on the CT's own grid from a coarse probability and the CT itself.
 
@@ -71,10 +91,16 @@ def snap_to_ct(
     stays lung. Vessels and nodules inside the lung are refilled by the per-slice hole filling
     that follows in post-processing.
 
+    With ``rim_hu``, the voxels next to that mask (in-plane) whose smoothed HU is below ``rim_hu``
+    join it: the partial-volume rim that the lung surface passes through, which radiotherapy
+    contours include (a voxel at -200 HU between lung at about -850 and chest wall at about 0 is
+    a quarter air).
+
     Args:
         hu: Hounsfield units ``[i, j, k]`` (``k`` axial).
         prob: Lung probability on the same grid.
-        air_hu, p_air, p_tissue, smooth_sigma: See :class:`lungseg.config.SurfaceConfig`.
+        air_hu, p_air, p_tissue, smooth_sigma, rim_hu: See :class:`lungseg.config.SurfaceConfig`
+            (``rim_hu`` None: no rim).
 
     Returns:
         Boolean mask, the shape of ``hu``.
@@ -84,12 +110,15 @@ def snap_to_ct(
     candidate = prob > p_air
     out = np.zeros(prob.shape, dtype=bool)
     # work inside the candidates' box, grown in-plane by the smoothing kernel's radius (same result, less work)
-    r = int(4.0 * smooth_sigma + 0.5) if smooth_sigma > 0 else 0
+    r = (int(4.0 * smooth_sigma + 0.5) if smooth_sigma > 0 else 0) + (rim_hu is not None)
     box = bounding_box(candidate, (r, r, 0))
     if box is None:
         return out
     smooth = np.asarray(hu[box])
     if smooth_sigma > 0:
         smooth = ndimage.gaussian_filter(smooth, sigma=(smooth_sigma, smooth_sigma, 0.0), output=np.float32)
-    out[box] = (prob[box] > p_tissue) | ((smooth < air_hu) & candidate[box])
+    core = (prob[box] > p_tissue) | ((smooth < air_hu) & candidate[box])
+    if rim_hu is not None:
+        core |= grow_inplane(core) & (smooth < rim_hu)
+    out[box] = core
     return out

@@ -15,7 +15,11 @@ Order (the paper's steps, all applied, in this order):
    same resampling as a float and is thresholded at 0.5;
 4. HU window: clip to ``[hu_min, hu_max]`` and scale to [0, 1] ("normalisation");
 5. Gaussian smoothing with ``smooth_sigma`` voxels of the network grid (0 = off);
-6. standardisation: subtract the volume's mean and divide by its standard deviation.
+6. standardisation (``normalize``): ``fixed`` subtracts ``norm_mean`` and divides by ``norm_sd``,
+   the same constants for every scan (nnU-Net's CT normalisation: one scale for the whole
+   dataset); ``volume`` uses the crop's own mean and SD (the paper's way), which makes the
+   lung's value depend on what else the crop holds (on real planning CTs the outside air
+   around neck and shoulders moved the lung 0.7-1.0 SD brighter than on any training scan).
 
 Everything needed to map a network-grid prediction back onto the original voxel grid
 (orientation, crop box, target shape) is in :class:`GridMap`, saved as JSON per case.
@@ -40,6 +44,8 @@ log = logging.getLogger(__name__)
 
 MIN_THORAX_AIR_ML = 100.0  # smaller air pockets inside the body (bowel gas, ...) do not set the thorax box
 MIN_TOP_AIR_ML = 10.0  # ... unless they reach the scan's top slice (lung bases of an abdominal CT)
+MIN_SLICE_AIR_FRACTION = 0.03  # thorax crop: axial slices whose inside air is below this share of the largest
+# slice's (the trachea alone above the apices: about 1% of a mid-lung slice) do not set the box's axial extent
 
 
 @dataclass(frozen=True)
@@ -163,8 +169,10 @@ def thorax_box(
     axis, axis 2 the axial slice index); ``body`` is its :func:`body_box`. Air is ``HU < air_threshold_hu``; air
     regions connected to the border of their axial slice (outside the body) are dropped,
     and 26-connected regions of at least :data:`MIN_THORAX_AIR_ML` are kept, and those of at least
-    :data:`MIN_TOP_AIR_ML` that reach the top slice (lungs cut by the scan's upper edge). The box is
-    grown by ``margin_mm``; along the left-right axis it is made symmetric about the body's
+    :data:`MIN_TOP_AIR_ML` that reach the top slice (lungs cut by the scan's upper edge). Along the
+    axial axis the box spans the slices whose kept air is at least :data:`MIN_SLICE_AIR_FRACTION`
+    of the largest slice's, so the trachea alone (a planning CT often runs 40-90 mm above the
+    apices into the neck) does not stretch it. The box is grown by ``margin_mm``; along the left-right axis it is made symmetric about the body's
     centre, so that a lung that is entirely collapsed (no air) is still inside the box when
     the other lung is not. Without such air the body box is returned unchanged.
     """
@@ -187,7 +195,12 @@ def thorax_box(
     if n == 0 or len(keep) == 0:
         log.warning("no air inside the body (>= %.0f mL): cropping to the body instead", MIN_THORAX_AIR_ML)
         return tuple(b_lo), tuple(b_hi)  # type: ignore[return-value]
-    idx = np.argwhere(np.isin(labels, keep))
+    kept = np.isin(labels, keep)
+    area = kept.sum(axis=(0, 1))
+    ks = np.flatnonzero(area >= MIN_SLICE_AIR_FRACTION * area.max())
+    kept[:, :, : ks[0]] = False
+    kept[:, :, ks[-1] + 1 :] = False
+    idx = np.argwhere(kept)
     lo, hi = _grown_box(idx, step, tuple(b_lo), hu.shape, spacing_mm, margin_mm)
     centre = 0.5 * (b_lo[0] + b_hi[0])
     half = max(centre - lo[0], hi[0] - centre)
@@ -322,8 +335,15 @@ def preprocess_image(hu: np.ndarray, geometry: Geometry, cfg: PreprocessConfig) 
         shape=tuple(int(s) for s in cfg.shape),  # type: ignore[arg-type]
     )
     resampled = resample_box(canonical, lo, hi, cfg.shape)
-    image = standardize(smooth(window_normalize(resampled, cfg.hu_min, cfg.hu_max), cfg.smooth_sigma))
+    image = normalize(smooth(window_normalize(resampled, cfg.hu_min, cfg.hu_max), cfg.smooth_sigma), cfg)
     return image, grid
+
+
+def normalize(volume: np.ndarray, cfg: PreprocessConfig) -> np.ndarray:
+    """Step 6: windowed values -> network input, by ``cfg.normalize`` (``fixed`` or ``volume``)."""
+    if cfg.normalize == "volume":
+        return standardize(volume)
+    return ((np.asarray(volume, dtype=np.float32) - cfg.norm_mean) / cfg.norm_sd).astype(np.float32)
 
 
 def preprocess_mask(labels: np.ndarray, grid: GridMap) -> np.ndarray:

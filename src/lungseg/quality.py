@@ -14,7 +14,11 @@ response, the log and ``evaluate``'s per-case report carry them:
 * ``HU not CT-like``: (almost) no voxel below :data:`AIR_HU` (air), e.g. raw stored values
   or an MR image;
 * ``low confidence``: more than :data:`MAX_UNCERTAIN` of the lung voxels have a probability
-  between 0.3 and 0.7.
+  between 0.3 and 0.7;
+* ``aerated tissue left out``: more than :data:`MAX_LEFT_OUT` of the lung volume (and at least
+  :data:`MIN_LEFT_OUT_ML`) is aerated tissue (:data:`AERATED_HU`, lung parenchyma, not airway gas)
+  joined to the lungs that the model did not call lung (:func:`aerated_left_out`): on real
+  planning CTs a network that misses whole regions of aerated lung leaves exactly that.
 
 :func:`lung_statistics` gives per-lung volume, mean HU and the emphysema index (LAA-950:
 percentage of lung voxels below -950 HU), as ``lungseg predict --statistics`` writes them.
@@ -23,6 +27,9 @@ percentage of lung voxels below -950 HU), as ``lungseg predict --statistics`` wr
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
+
+from lungseg.morphology import grow_3d
 
 NO_LUNG_ML = 50.0
 WHOLE_CHEST_ML = (1000.0, 10000.0)
@@ -32,11 +39,26 @@ MIN_AIR_FRACTION = 1e-3
 UNCERTAIN = (0.3, 0.7)
 MAX_UNCERTAIN = 0.2
 EMPHYSEMA_HU = -950.0
+AERATED_HU = (-950.0, -600.0)  # parenchyma: below -950 is gas (airways, bowel), above -600 partial volume or tissue
+MAX_LEFT_OUT = 0.03
+MIN_LEFT_OUT_ML = 50.0
 SIDES = {"right": 1, "left": 2}
+
+
+def aerated_left_out(lungs: np.ndarray, hu: np.ndarray) -> np.ndarray:
+    """Aerated voxels (HU within :data:`AERATED_HU`) outside ``lungs`` but 6-connected to them through
+    such voxels: lung the model may have missed. ``lungs`` (bool) and ``hu`` share one grid (any order)."""
+    aerated = (hu > AERATED_HU[0]) & (hu < AERATED_HU[1])
+    lab, n = ndimage.label(aerated & ~lungs)
+    if n == 0:
+        return np.zeros(lungs.shape, dtype=bool)
+    touching = np.unique(lab[grow_3d(lungs) & (lab > 0)])
+    return np.isin(lab, touching)
 
 
 def assess(
     canonical_labels: np.ndarray, volumes_ml: dict[str, float], hu: np.ndarray, probability: np.ndarray | None,
+    left_out_ml: float | None = None,
 ) -> dict:
     """Warnings for one result.
 
@@ -46,6 +68,7 @@ def assess(
         volumes_ml: ``right``, ``left``, ``total`` in mL.
         hu: The input CT in HU (any axis order).
         probability: The thresholded lung probability (any grid; None to skip the confidence check).
+        left_out_ml: Volume of :func:`aerated_left_out` (None to skip that check).
 
     Returns:
         ``{"warnings": [...], "checks": {...}}``; ``checks`` holds the figures tested.
@@ -92,6 +115,12 @@ def assess(
         if frac > MAX_UNCERTAIN:
             warnings.append(f"low confidence: {100 * frac:.0f}% of the lung voxels have a probability between "
                             f"{lo} and {hi} (more than {100 * MAX_UNCERTAIN:.0f}%)")
+    if left_out_ml is not None and total >= NO_LUNG_ML:
+        checks["aerated_left_out_ml"] = round(left_out_ml, 1)
+        if left_out_ml >= max(MIN_LEFT_OUT_ML, MAX_LEFT_OUT * total):
+            warnings.append(f"aerated tissue left out: {left_out_ml:.0f} mL of aerated tissue ({AERATED_HU[0]:.0f} to "
+                            f"{AERATED_HU[1]:.0f} HU) joined to the lungs is not in the mask ({100 * left_out_ml / total:.0f}% "
+                            "of the lung volume): the model may have missed lung there")
     return {"warnings": warnings, "checks": checks}
 
 

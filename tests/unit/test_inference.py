@@ -21,7 +21,9 @@ from lungseg.inference import (
     Segmenter,
     case_name,
     load_ct,
+    config_json,
     postprocess_box,
+    read_config_json,
     resample_back_box,
     write_bundle,
 )
@@ -239,6 +241,19 @@ def test_bad_inputs_are_one_line_errors_naming_the_file(tmp_path: Path) -> None:
         with pytest.raises(CaseError) as e:
             load_ct(path)
         assert str(path) in str(e.value) and words in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bundle_configs_keep_their_normalisation(tmp_path: Path) -> None:
+    """A bundle records preprocess.normalize; one written before the key existed was trained on per-crop
+    standardisation and is read as ``volume`` (not the new ``fixed`` default)."""
+    path = tmp_path / CONFIG_FILE
+    content = config_json(PreprocessConfig(), PostprocessConfig())
+    path.write_text(json.dumps(content))
+    assert read_config_json(path)[0].normalize == "fixed"
+    for key in ("normalize", "norm_mean", "norm_sd"):
+        del content["preprocess"][key]
+    path.write_text(json.dumps(content))
+    assert read_config_json(path)[0].normalize == "volume"
 
 
 def test_case_names() -> None:

@@ -54,3 +54,28 @@ def test_working_inside_the_candidates_box_changes_nothing() -> None:
         smooth = ndimage.gaussian_filter(hu.astype(np.float32), sigma=(sigma, sigma, 0.0)) if sigma else hu
         expected = np.where(smooth < -400.0, prob > 0.05, prob > 0.8)
         assert np.array_equal(snap_to_ct(hu, prob, -400.0, 0.05, 0.8, sigma), expected)
+
+
+def test_the_rim_adds_partial_volume_voxels_next_to_the_lung_only() -> None:
+    """A one-voxel partial-volume edge (-300 HU: lung and wall mixed) around the lung joins it with the rim;
+    fat (-100 HU) beside the lung, and a partial-volume voxel two voxels away, do not."""
+    hu, prob, lung = _scene()
+    edge = ndimage.binary_dilation(lung, structure=np.ones((3, 3, 1), bool)) & ~lung
+    hu[edge] = -300.0
+    hu[9, 14:16, 6:8] = -100.0  # fat on the edge
+    hu[5, 20, 10] = -300.0  # partial volume far from the lung
+    without = snap_to_ct(hu, prob, air_hu=-400.0, p_air=0.02, p_tissue=0.75, smooth_sigma=0.0)
+    rim = snap_to_ct(hu, prob, air_hu=-400.0, p_air=0.02, p_tissue=0.75, smooth_sigma=0.0, rim_hu=-200.0)
+    assert np.array_equal(without, lung)
+    added = rim & ~without
+    assert added.any() and not (added & ~edge).any()  # only edge voxels join
+    assert not rim[9, 14:16, 6:8].any() and not rim[5, 20, 10]
+    assert (edge & (hu < -200.0) & ndimage.binary_dilation(lung, structure=np.ones((3, 3, 1), bool)))[added].all()
+
+
+def test_shift_dilations_equal_scipy() -> None:
+    from lungseg.morphology import INPLANE, grow_3d, grow_inplane
+
+    mask = np.random.default_rng(5).random((9, 8, 7)) > 0.85
+    assert np.array_equal(grow_inplane(mask), ndimage.binary_dilation(mask, structure=INPLANE))
+    assert np.array_equal(grow_3d(mask), ndimage.binary_dilation(mask))

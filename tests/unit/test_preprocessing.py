@@ -106,6 +106,39 @@ def test_thorax_box_takes_small_lung_bases_cut_by_the_top_of_an_abdominal_scan()
     assert hi[2] <= 12 + 1  # small air away from the top edge does not set the box
 
 
+def test_thorax_box_axial_extent_ignores_the_trachea_above_the_apices() -> None:
+    """A planning CT running into the neck: the trachea alone (about 2 cm^2 a slice) reaches the top slice,
+    30 slices above the lungs; the box still ends a margin above the apices."""
+    hu, labels = _phantom((80, 70, 70))
+    spacing = (2.0, 2.0, 5.0)
+    lung_top = int(np.flatnonzero(labels.any(axis=(0, 1))).max())
+    neck = hu.copy()
+    neck[39:42, 33:37, 18:] = -1000.0  # 3 x 4 voxels of 4 mm^2: 0.5 cm^2 of trachea, from mid-lung to the top slice
+    neck[30:50, 33:37, 18:21] = -1000.0  # main bronchi: the trachea joins both lungs
+    lo, hi = crop_box(neck, spacing, PreprocessConfig(crop="thorax", crop_margin_mm=10.0))
+    assert lung_top < hi[2] <= lung_top + 1 + 2 + 1  # margin 10 mm = 2 slices (+1: coarse-grid rounding)
+    assert lo[2] <= int(np.flatnonzero(labels.any(axis=(0, 1))).min())
+
+
+def test_fixed_normalisation_does_not_depend_on_what_the_crop_holds() -> None:
+    """normalize: fixed maps the windowed value w to (w - norm_mean) / norm_sd on every scan, so the lungs
+    get the same input value however much air or tissue surrounds them; per-crop (volume) standardisation moves them."""
+    hu, labels = _phantom()
+    more_tissue = np.where(hu < -900.0, 40.0, hu).astype(np.float32)  # soft tissue fills the air around the body
+    g = GEOMETRIES["identity"]
+    lung = {}
+    for mode in ("fixed", "volume"):
+        cfg = PreprocessConfig(shape=(32, 32, 32), smooth_sigma=0.0, normalize=mode, norm_mean=0.5, norm_sd=0.25)
+        values = []
+        for volume in (hu, more_tissue):
+            image, grid = preprocess_image(volume, g, cfg)
+            values.append(float(np.median(image[preprocess_mask(labels, grid) == 1])))
+        lung[mode] = values
+    w = (-850.0 + 1000.0) / 1400.0  # the lungs' windowed value
+    assert lung["fixed"] == pytest.approx([(w - 0.5) / 0.25] * 2, abs=1e-4)
+    assert abs(lung["volume"][0] - lung["volume"][1]) > 0.3
+
+
 def test_crop_coverage_counts_lung_outside_the_box() -> None:
     hu, labels = _phantom()
     _, grid = preprocess_image(hu, GEOMETRIES["identity"], PreprocessConfig(shape=(32, 32, 32)))
@@ -138,7 +171,7 @@ def test_intensity_steps() -> None:
 @pytest.mark.parametrize("name", GEOMETRIES)
 def test_preprocess_then_map_back_recovers_the_lungs(name: str) -> None:
     hu, labels = _phantom()
-    image, grid = preprocess_image(hu, GEOMETRIES[name], PreprocessConfig(shape=(32, 32, 32)))
+    image, grid = preprocess_image(hu, GEOMETRIES[name], PreprocessConfig(shape=(32, 32, 32), normalize="volume"))
     mask = preprocess_mask(labels, grid)
     assert image.shape == (32, 32, 32) and image.dtype == np.float32
     assert abs(float(image.mean())) < 1e-4 and abs(float(image.std()) - 1) < 1e-3

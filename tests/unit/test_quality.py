@@ -85,3 +85,31 @@ def test_lung_statistics_per_lung(normal) -> None:
         assert stats[name]["emphysema_index_pct"] == pytest.approx(100 * float((hu[m] < -950).mean()), abs=0.006)
     assert stats["total"]["voxels"] == int((labels > 0).sum())
     assert lung_statistics(np.zeros_like(labels), hu, 1.0)["left"]["mean_hu"] is None
+
+
+def test_aerated_lung_left_out_of_the_mask_is_a_warning(normal) -> None:
+    """A model that misses a third of one lung (aerated, joined to what it found) is warned about; airway gas
+    (below -950 HU) joined to the lungs and aerated tissue away from them are not counted."""
+    from lungseg.quality import aerated_left_out
+
+    hu, geometry, labels = normal
+    lungs = labels > 0
+    v = geometry.voxel_volume_ml
+    left_out = aerated_left_out(lungs, hu)
+    assert float(left_out.sum()) * v < 0.03 * float(lungs.sum()) * v  # the right mask leaves (almost) nothing out
+    axis = int(np.argmax(np.abs(np.asarray(geometry.direction_matrix)[2])))
+    rows = np.flatnonzero((labels == 1).any(axis=tuple(a for a in range(3) if a != axis)))
+    missed = np.zeros_like(lungs)
+    sl = [slice(None)] * 3
+    sl[axis] = slice(int(rows[-1] - len(rows) // 3), None)  # the top third of the right lung
+    missed[tuple(sl)] = labels[tuple(sl)] == 1
+    partial = np.where(missed, 0, labels).astype(np.uint8)
+    gone = float((missed & (hu > -950) & (hu < -600)).sum()) * v
+    assert gone > 50.0
+    assert float(aerated_left_out(partial > 0, hu).sum()) * v >= 0.9 * gone
+    q = assess(to_canonical(partial, canonical_ornt(geometry)), _volumes(partial, v), hu, None,
+               float(aerated_left_out(partial > 0, hu).sum()) * v)
+    assert any(w.startswith("aerated tissue left out") for w in q["warnings"]), q
+    gas = hu.copy()
+    gas[missed] = -1000.0  # the same region as gas (an airway, say): not lung the model missed
+    assert float(aerated_left_out(partial > 0, gas).sum()) * v < 0.1 * gone
