@@ -103,6 +103,9 @@ class PrepareConfig:
     on_error: Literal["skip", "fail"] = "skip"
     case_id: Literal["patient_id", "hashed"] = "patient_id"
     max_slice_gap_tolerance: float = 0.05
+    # RTSTRUCT contours -> mask: centre = voxels whose centre lies inside; boundary = also the voxels the contour
+    # lines are drawn through (OpenCV's polygon fill, as rt-utils and the real reference masks of ../shared do it)
+    contour_fill: Literal["centre", "boundary"] = "centre"
     roi_aliases: RoiAliasConfig = field(default_factory=RoiAliasConfig)
     nifti: NiftiConfig = field(default_factory=NiftiConfig)
     split: SplitConfig = field(default_factory=SplitConfig)

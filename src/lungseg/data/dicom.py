@@ -554,7 +554,8 @@ def read_dicom_case(patient: PatientFiles, case: str, cfg: PrepareConfig) -> Dic
     masks = {}
     for side in ("right", "left"):
         try:
-            masks[side] = rasterize_contours(roi_contours(rs.header, lungs[side]), geometry)
+            masks[side] = rasterize_contours(roi_contours(rs.header, lungs[side]), geometry,
+                                             boundary=cfg.contour_fill == "boundary")
         except ValueError as e:
             raise CaseError(case, f"RTSTRUCT {rs.rel}: ROI {lungs[side]!r}: {e}") from e
     logger.debug("%s: CT series with %d slices, RTSTRUCT %s", case, len(files), rs.rel)

@@ -102,13 +102,29 @@ def _scan_polygon(x: np.ndarray, y: np.ndarray, toggles: np.ndarray) -> None:
     np.bitwise_xor.at(toggles, (m, j), 1)
 
 
-def rasterize_contours(contours: Sequence[np.ndarray], geometry: Geometry) -> np.ndarray:
+def _boundary_voxels(x: np.ndarray, y: np.ndarray, plane: np.ndarray) -> None:
+    """Set the voxels of ``plane`` ``[i, j]`` that a closed polygon's edges are drawn through: one voxel
+    per step along each edge's major axis, the nearest centre (a DDA line, as OpenCV draws it)."""
+    x1, y1 = np.roll(x, -1), np.roll(y, -1)
+    n = np.maximum(1, np.ceil(np.maximum(np.abs(x1 - x), np.abs(y1 - y))).astype(np.int64))
+    edge = np.repeat(np.arange(len(x)), n)
+    t = (np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)) / np.repeat(n, n)
+    i = np.rint(x[edge] + t * (x1[edge] - x[edge])).astype(np.int64)
+    j = np.rint(y[edge] + t * (y1[edge] - y[edge])).astype(np.int64)
+    ok = (i >= 0) & (i < plane.shape[0]) & (j >= 0) & (j < plane.shape[1])
+    plane[i[ok], j[ok]] = True
+
+
+def rasterize_contours(contours: Sequence[np.ndarray], geometry: Geometry, boundary: bool = False) -> np.ndarray:
     """Fill planar contours of one ROI into a boolean mask on a CT grid.
 
     Each contour goes to the slice ``k`` whose plane it lies in (every vertex
     within half a slice spacing). All polygons on one slice are combined with
     the even-odd rule (a contour inside another is a hole; separate contours
-    are islands), sampling at voxel centres.
+    are islands), sampling at voxel centres. With ``boundary`` the voxels the
+    contour lines pass through are added too, as OpenCV's polygon fill (used by
+    rt-utils and many RTSTRUCT tools) rasterises them: about half a voxel more
+    all around.
 
     Args:
         contours: Closed polygons, each an ``(N, 3)`` array of LPS mm vertices
@@ -123,6 +139,7 @@ def rasterize_contours(contours: Sequence[np.ndarray], geometry: Geometry) -> np
     """
     n_i, n_j, n_k = geometry.shape
     toggles = np.zeros((n_i + 1, n_j, n_k), dtype=np.uint8)
+    edges = np.zeros((n_i, n_j, n_k), dtype=bool) if boundary else None
     z_first, z_last = (geometry.voxel_to_lps(np.array([0.0, 0.0, k]))[2] for k in (0, n_k - 1))
     for pts in contours:
         pts = np.asarray(pts, dtype=np.float64)
@@ -141,7 +158,10 @@ def rasterize_contours(contours: Sequence[np.ndarray], geometry: Geometry) -> np
                 f"(slices from z={z_first:.2f} to z={z_last:.2f} mm, tolerance half the slice spacing)"
             )
         _scan_polygon(vox[:, 0], vox[:, 1], toggles[:, :, k])
-    return np.bitwise_xor.accumulate(toggles, axis=0)[:n_i].astype(bool)
+        if edges is not None:
+            _boundary_voxels(vox[:, 0], vox[:, 1], edges[:, :, k])
+    mask = np.bitwise_xor.accumulate(toggles, axis=0)[:n_i].astype(bool)
+    return mask | edges if edges is not None else mask
 
 
 def rtstruct_references(ds: Dataset) -> tuple[set[str], set[str], set[str]]:

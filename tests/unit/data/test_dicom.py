@@ -254,6 +254,19 @@ def test_rasterize_polygon_with_hole_and_two_islands() -> None:
     np.testing.assert_array_equal(got, expected)
 
 
+def test_rasterize_boundary_adds_the_voxels_the_contour_lines_pass_through() -> None:
+    """``boundary``: the centre-sampled fill plus the voxels nearest the drawn edge lines (OpenCV's polygon
+    fill, as rt-utils rasterises): a square from 2.3 to 20.7 gains its outer ring at 2 and 21 (nearest the
+    edge lines), nothing further out, and nothing inside is lost."""
+    square = [(2.3, 3.2), (20.7, 3.2), (20.7, 18.6), (2.3, 18.6)]
+    centre = rasterize_contours([_poly(square, 3)], RGEOM)[:, :, 3]
+    boundary = rasterize_contours([_poly(square, 3)], RGEOM, boundary=True)[:, :, 3]
+    i, j = np.meshgrid(np.arange(40), np.arange(30), indexing="ij")
+    expected = (i >= 2) & (i <= 21) & (j >= 3) & (j <= 19)  # rint(2.3)=2, rint(20.7)=21, rint(3.2)=3, rint(18.6)=19
+    np.testing.assert_array_equal(boundary, expected)
+    assert (centre & ~boundary).sum() == 0 and (boundary & ~centre).sum() == 2 * (20 + 17) - 4
+
+
 def test_rasterize_overlapping_contours_use_even_odd() -> None:
     a = [(2.5, 2.5), (10.5, 2.5), (10.5, 10.5), (2.5, 10.5)]
     b = [(6.5, 6.5), (14.5, 6.5), (14.5, 14.5), (6.5, 14.5)]
