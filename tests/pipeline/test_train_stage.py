@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lungseg.config import load_params
+
 from .test_data_stages import reproduced  # noqa: F401  (shared module-scoped fixture)
 
 pytestmark = pytest.mark.pipeline
@@ -16,13 +18,18 @@ pytestmark = pytest.mark.pipeline
 def test_preprocess_outputs(reproduced: Path) -> None:  # noqa: F811
     processed = reproduced / "data/processed"
     split = json.loads((reproduced / "data/interim/split.json").read_text())
+    pre = load_params(reproduced / "params.yaml").preprocess
+    assert pre.normalize == "fixed"
+    lo, hi = (0.0 - pre.norm_mean) / pre.norm_sd, (1.0 - pre.norm_mean) / pre.norm_sd
     for name, cases in split.items():
         images = np.load(processed / name / "images.npy")
         masks = np.load(processed / name / "masks.npy")
         assert images.shape == masks.shape == (len(cases), 32, 32, 32)
         assert json.loads((processed / name / "cases.json").read_text()) == sorted(cases)
         for img, msk in zip(images, masks):
-            assert abs(img.mean()) < 1e-3 and abs(img.std() - 1) < 1e-2  # standardised, not HU
+            # normalize: fixed: the windowed [0, 1] values standardised by the two constants, not HU
+            assert lo - 1e-5 <= img.min() and img.max() <= hi + 1e-5 and img.std() > 0.3
+            assert img[msk == 1].mean() < img[msk == 0].mean() - 0.5  # the lungs are the dark part
             assert 0.02 < msk.mean() < 0.6
         for case in cases:
             grid = json.loads((processed / "grids" / f"{case}.json").read_text())
