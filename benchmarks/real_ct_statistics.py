@@ -25,11 +25,12 @@ in canonical RAS order; in-plane statistics on <= 24 axial slices spread over th
   -500 opened by an 8 mm square): number of other components >= 5 cm2 beside the trunk (arms down = 2),
   trunk width / lung width, and the left-right extent (mm) of dense voxels posterior to the
   trunk (the couch); scan range above the lung apex and below the lung base (mm).
-* Network input (``lungseg.preprocessing`` with the default ``PreprocessConfig``: thorax
-  crop, 64^3 resample, HU window -> [0, 1], smoothing, z-score): crop size (sqrt of the
+* Network input (``lungseg.preprocessing`` with the default ``PreprocessConfig`` and
+  ``--normalize``: thorax crop, 64^3 resample, HU window -> [0, 1], smoothing, standardisation;
+  the README's figures were taken with ``--normalize volume``, the per-crop z-score): crop size (sqrt of the
   in-plane area, mm), lung share of the input, mean and SD of the windowed crop (``w``),
   windowed lung mean, share of non-lung air (w < 0.1, HU < -860), and the mean and SD of
-  the z-scored lung (what the network sees).
+  the standardised lung (what the network sees).
 
 Prints a markdown table (real cases, then synthetic mean +- SD (min..max)); cases with a
 pixel spacing > 2 mm (the downsampled COPDGene volume) are starred: their noise, NPS and
@@ -58,6 +59,8 @@ from lungseg.preprocessing import (
     canonical_ornt, canonical_view, preprocess_image, preprocess_mask, resample_box, window_normalize,
 )
 from lungseg.real_ct import load_scan
+
+NORMALIZE = ["fixed"]  # set by --normalize
 
 REPO = Path(__file__).resolve().parents[1]
 REAL = ("nsclc_001", "nsclc_002", "nsclc_003", "copdgene_10002k")
@@ -193,7 +196,7 @@ def case_stats(hu0: np.ndarray, lung0: np.ndarray, geometry: Geometry, rng: np.r
     profile = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
     s["edge_rise_mm"] = _rise(profile)
     # network input
-    cfg = PreprocessConfig()
+    cfg = PreprocessConfig(normalize=NORMALIZE[0])
     image, grid = preprocess_image(hu0, geometry, cfg)
     net_lung = preprocess_mask(lung0.astype(np.uint8), grid) > 0
     w = window_normalize(resample_box(canonical_view(hu0, ornt), grid.crop_lo, grid.crop_hi, cfg.shape),
@@ -268,7 +271,10 @@ def main() -> None:
     ap.add_argument("--figure", type=Path, default=Path("/tmp/real_ct_statistics.png"))
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--seed", type=int, default=0, help="NPS patch choice (the same for every case)")
+    ap.add_argument("--normalize", choices=("fixed", "volume"), default="fixed",
+                    help="preprocess.normalize for the network-input rows (volume: the per-crop z-score of the README)")
     a = ap.parse_args()
+    NORMALIZE[0] = a.normalize
     real: dict[str, dict] = {}
     for name in tqdm(a.real, desc="real"):
         case = DEFAULT_REAL_CT[name]
