@@ -149,9 +149,9 @@ def read_config_json(path: Path) -> tuple[PreprocessConfig, PostprocessConfig]:
         # bundles written before preprocess.normalize existed were trained on per-crop standardisation
         pre = section_from_dict(PreprocessConfig, {"normalize": "volume", **raw.get("preprocess", {})}, "preprocess")
         # ... and their surface had no partial-volume rim
-        old = raw.get("postprocess", {})
-        surface = {"rim": False, **old.get("surface", {})}
-        post = section_from_dict(PostprocessConfig, {**old, "surface": surface}, "postprocess")
+        raw_post = raw.get("postprocess", {})
+        surface = {"rim": False, **raw_post.get("surface", {})}
+        post = section_from_dict(PostprocessConfig, {**raw_post, "surface": surface}, "postprocess")
         check_postprocess(post)
     except (OSError, ValueError, AttributeError, ConfigError) as e:
         raise LungsegError(f"{path}: not a valid lungseg model config ({e})") from e

@@ -172,9 +172,9 @@ def thorax_box(
     :data:`MIN_TOP_AIR_ML` that reach the top slice (lungs cut by the scan's upper edge). Along the
     axial axis the box spans the slices whose kept air is at least :data:`MIN_SLICE_AIR_FRACTION`
     of the largest slice's, so the trachea alone (a planning CT often runs 40-90 mm above the
-    apices into the neck) does not stretch it. The box is grown by ``margin_mm``; along the left-right axis it is made symmetric about the body's
-    centre, so that a lung that is entirely collapsed (no air) is still inside the box when
-    the other lung is not. Without such air the body box is returned unchanged.
+    apices into the neck) does not stretch it. The box is grown by ``margin_mm``; along the
+    left-right axis it is made symmetric about the body's centre, so that a lung that is
+    entirely collapsed (no air) is still inside the box when the other lung is not. Without such air the body box is returned unchanged.
     """
     from lungseg.morphology import border_connected_2d
 

@@ -52,6 +52,10 @@ def test_unknown_key_is_an_error_naming_it(raw: dict, key: str) -> None:
         ({"postprocess": {"max_gas_fraction": 1.5}}, "postprocess.max_gas_fraction"),
         ({"postprocess": {"surface": {"p_air": 0.9, "p_tissue": 0.5}}}, "postprocess.surface"),
         ({"postprocess": {"surface": {"enabled": "yes"}}}, "postprocess.surface.enabled"),
+        ({"postprocess": {"surface": {"rim": True, "rim_hu": -600.0}}}, "postprocess.surface.rim_hu"),
+        ({"preprocess": {"normalize": "zscore"}}, "preprocess.normalize"),
+        ({"preprocess": {"norm_sd": 0.0}}, "preprocess.norm_sd"),
+        ({"prepare": {"contour_fill": "corners"}}, "prepare.contour_fill"),
     ],
 )
 def test_bad_values_are_errors_naming_the_key(raw: dict, fragment: str) -> None:
