@@ -132,6 +132,12 @@ class TrainConfig:
     model_path: str = "models/model.keras"
     state_dir: str = "models/train_state"  # resume state (git- and dvc-ignored)
     max_minutes: float = 16.0  # wall-clock budget: no new epoch starts after this (0 = none)
+    # optimiser steps per epoch (an epoch = one validation pass): the budget is max_epochs x steps_per_epoch steps
+    # whatever the cohort's size; 0 = one pass over the training cases (the paper's epochs)
+    steps_per_epoch: int = 11
+    # start from these weights instead of random ones (fine-tuning): "" = none, models:/<name>@<alias> or
+    # models:/<name>/<version> (the registry), a model bundle folder, or a .keras file
+    init_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -246,6 +252,7 @@ class TuneConfig:
 
     n_trials: int = 10  # finished trials the stage brings the study to (0 = off: params.yaml values pass through)
     epochs: int = 10
+    steps_per_epoch: int = 4  # optimiser steps per trial epoch (0 = one pass over the trial's training cases)
     train_subset: int = 16  # first N training cases per trial (0 = all)
     seed: int = 42  # TPE sampler and the trials' training seed
     storage: str = "optuna/tune.journal"
@@ -428,6 +435,8 @@ def _validate(p: Params) -> None:
         raise ConfigError(f"params key 'train.max_minutes' must be >= 0 (0 = no budget), got {p.train.max_minutes}")
     if p.train.batch_size < 1 or p.train.max_epochs < 1:
         raise ConfigError(f"params keys 'train.batch_size/max_epochs' must be >= 1, got {p.train.batch_size}, {p.train.max_epochs}")
+    if p.train.steps_per_epoch < 0:
+        raise ConfigError(f"params key 'train.steps_per_epoch' must be >= 0 (0 = one pass), got {p.train.steps_per_epoch}")
     s = p.prepare.split
     fractions = (s.train, s.val, s.test)
     if any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
@@ -470,7 +479,8 @@ def section_from_dict(cls: type, raw: dict[str, Any], key: str) -> Any:
 
 def check_tune(cfg: TuneConfig, augment: AugmentConfig) -> None:
     """Raise ConfigError for a bad ``tune`` value or a search range that ``augment`` would reject."""
-    for name in ("n_trials", "train_subset", "sampler_startup_trials", "pruner_startup_trials", "pruner_warmup_steps"):
+    for name in ("n_trials", "train_subset", "steps_per_epoch", "sampler_startup_trials", "pruner_startup_trials",
+                 "pruner_warmup_steps"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"params key 'tune.{name}' must be >= 0, got {getattr(cfg, name)}")
     if cfg.epochs < 1:

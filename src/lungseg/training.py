@@ -153,10 +153,109 @@ def fingerprint(*parts: Any, data: SplitArrays | None = None) -> str:
 
 def run_fingerprint(
     aug: AugmentConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, preprocess_cfg: PreprocessConfig,
-    epochs: int, train: SplitArrays,
+    epochs: int, train: SplitArrays, init: InitWeights | None = None,
 ) -> str:
-    """The fingerprint :func:`fit` uses for its resume state (a changed time budget still resumes)."""
-    return fingerprint(aug, model_cfg, dataclasses.replace(train_cfg, max_minutes=0.0), preprocess_cfg, epochs, data=train)
+    """The fingerprint :func:`fit` uses for its resume state (a changed time budget still resumes;
+    other starting weights do not)."""
+    parts = (aug, model_cfg, dataclasses.replace(train_cfg, max_minutes=0.0), preprocess_cfg, epochs)
+    return fingerprint(*parts, *((init.sha256,) if init else ()), data=train)
+
+
+def steps_per_epoch(train_cfg: TrainConfig, n_cases: int) -> int:
+    """Optimiser steps per epoch: ``train.steps_per_epoch``, or one pass over ``n_cases`` where it is 0."""
+    return train_cfg.steps_per_epoch or int(np.ceil(n_cases / train_cfg.batch_size))
+
+
+@dataclass(frozen=True)
+class InitWeights:
+    """Where fine-tuning starts: a ``.keras`` file, its digest and where it came from (MLflow lineage)."""
+
+    path: Path
+    sha256: str
+    source: str  # train.init_from as given
+    resolved: str  # the file, or models:/<name>/<version> (run <run id>) for a registry URI
+    preprocess: PreprocessConfig | None = None  # the config the weights were trained with (None: unknown)
+
+
+def resolve_init(init_from: str, tracking_uri: str, download_dir: Path) -> InitWeights:
+    """Find the weights ``train.init_from`` names: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``
+    (the registry at ``tracking_uri``; downloaded into ``download_dir`` unless it is a local SQLite registry),
+    a bundle folder, a saved MLflow model folder or a ``.keras`` file.
+
+    Raises:
+        LungsegError: one line naming ``train.init_from`` and what is wrong.
+    """
+    from lungseg.errors import LungsegError
+    from lungseg.inference import find_bundle, is_model_uri, read_config_json
+
+    resolved = init_from
+    try:
+        if is_model_uri(init_from):
+            import mlflow
+            from mlflow.exceptions import MlflowException
+
+            from lungseg.registry import local_model_dir
+
+            local = local_model_dir(init_from, tracking_uri)
+            mlflow.set_tracking_uri(tracking_uri)
+            try:
+                if local is None:
+                    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=init_from, dst_path=str(download_dir)))
+                resolved = _registry_lineage(init_from) or init_from
+            except MlflowException as e:
+                first = (str(e.message).strip().splitlines() or [type(e).__name__])[0]
+                raise LungsegError(f"params key 'train.init_from' {init_from!r}: cannot load the model: {first}") from e
+            model_file, cfg_file = find_bundle(local)
+        else:
+            model_file, cfg_file = find_bundle(init_from)
+            resolved = str(model_file)
+        pre = read_config_json(cfg_file)[0] if cfg_file is not None else None
+    except LungsegError as e:
+        msg = str(e)
+        raise LungsegError(msg if "train.init_from" in msg else f"params key 'train.init_from': {msg}") from e
+    digest = hashlib.sha256(Path(model_file).read_bytes()).hexdigest()
+    return InitWeights(Path(model_file), digest, init_from, resolved, pre)
+
+
+def _registry_lineage(uri: str) -> str | None:
+    """``models:/<name>/<version> (run <id>)`` for a registry URI (None when the registry cannot say)."""
+    import mlflow
+
+    from lungseg.registry import _MODELS_URI
+
+    match = _MODELS_URI.match(uri)
+    if match is None:
+        return None
+    client = mlflow.MlflowClient()
+    name, alias, version = match.group("name"), match.group("alias"), match.group("version")
+    mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+    return f"models:/{name}/{mv.version} (run {mv.run_id})"
+
+
+def load_init_weights(model: keras.Model, init: InitWeights, preprocess_cfg: PreprocessConfig) -> None:
+    """Copy ``init``'s weights into ``model`` (same architecture); warn where its preprocessing differs.
+
+    Raises:
+        LungsegError: the architectures differ (the file and both weight shapes named).
+    """
+    from lungseg.errors import LungsegError
+    from lungseg.inference import load_keras_model
+
+    source = load_keras_model(init.path, " (train.init_from)")
+    mine, theirs = model.get_weights(), source.get_weights()
+    shapes = [(a.shape, b.shape) for a, b in zip(mine, theirs)]
+    if len(mine) != len(theirs) or any(a != b for a, b in shapes):
+        first = next(((a, b) for a, b in shapes if a != b), (len(mine), len(theirs)))
+        raise LungsegError(f"params key 'train.init_from': {init.path} has another architecture than model.* and "
+                           f"preprocess.shape (first difference: {first[1]} there, {first[0]} here)")
+    model.set_weights(theirs)
+    if init.preprocess is not None and init.preprocess != preprocess_cfg:
+        diff = sorted(k for k, v in dataclasses.asdict(init.preprocess).items()
+                      if v != getattr(preprocess_cfg, k) and k != "n_figure_cases")
+        if diff:
+            log.warning("train.init_from: %s was trained with other preprocess values (%s): fine-tuning adapts it",
+                        init.path, ", ".join(diff))
+    log.info("starting from the weights of %s", init.resolved)
 
 
 def load_resume_state(state_dir: Path | None, expected: str) -> dict[str, Any] | None:
@@ -187,6 +286,7 @@ def fit(
     extra_callbacks: list[keras.callbacks.Callback] | None = None,
     extra_state: dict[str, Any] | None = None,
     verbose: int = 2,
+    init: InitWeights | None = None,
 ) -> FitResult:
     """Train, keeping the best validation-loss checkpoint at ``model_path``.
 
@@ -196,11 +296,12 @@ def fit(
         state_dir: Where to keep resume state (None = no resume).
         on_epoch: Called with (epoch number from 1, logs incl. learning_rate) after each epoch.
         extra_state: JSON-able values saved with the resume state (e.g. the MLflow run id).
+        init: Starting weights (fine-tuning; :func:`resolve_init`); None = random (``train.seed``).
     """
     configure_threads()
     keras.utils.set_random_seed(train_cfg.seed)
     epochs = max_epochs or train_cfg.max_epochs
-    fp = run_fingerprint(aug, model_cfg, train_cfg, preprocess_cfg, epochs, train)
+    fp = run_fingerprint(aug, model_cfg, train_cfg, preprocess_cfg, epochs, train, init)
     state = load_resume_state(state_dir, fp)
     model_path = Path(model_path)
     model_path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,6 +315,8 @@ def fit(
                          model_cfg.bn_momentum),
             train_cfg,
         )
+        if init is not None:
+            load_init_weights(model, init, preprocess_cfg)
         history, initial_epoch = [], 0
     best_so_far = min((r["val_loss"] for r in history), default=None)
     stopper = _ResumableEarlyStopping(
@@ -229,7 +332,7 @@ def fit(
     )
     saver = _StateSaver(state_dir, fp, history, stopper, reducer, on_epoch, extra_state or {})
     budget = [TimeBudget(train_cfg.max_minutes)] if train_cfg.max_minutes > 0 else []
-    steps = int(np.ceil(len(train.cases) / train_cfg.batch_size))
+    steps = steps_per_epoch(train_cfg, len(train.cases))
     start = time.perf_counter()
     result = FitResult(resumed_from=initial_epoch)
     if initial_epoch < epochs and not (state and stopper.wait >= stopper.patience):

@@ -65,8 +65,11 @@ def sample_augment(trial: optuna.Trial, base: AugmentConfig, space: dict[str, Se
 
 
 def trial_train_config(params: Params) -> Any:
-    """The ``train`` config a trial trains with: ``tune.epochs`` and ``tune.seed`` (the same for every trial)."""
-    return dataclasses.replace(params.train, max_epochs=params.tune.epochs, seed=params.tune.seed, max_minutes=0.0)
+    """The ``train`` config a trial trains with: ``tune.epochs`` x ``tune.steps_per_epoch`` and ``tune.seed``
+    (the same for every trial), from random weights (a trial never fine-tunes)."""
+    t = params.tune
+    return dataclasses.replace(params.train, max_epochs=t.epochs, steps_per_epoch=t.steps_per_epoch, seed=t.seed,
+                               max_minutes=0.0, init_from="")
 
 
 class Objective:
@@ -189,7 +192,7 @@ def study_name(params: Params, train: SplitArrays, val: SplitArrays) -> str:
     t, tr = params.tune, params.train
     fixed_augment = {k: v for k, v in dataclasses.asdict(params.augment).items() if k not in t.search_space}
     fp = fingerprint(
-        sorted(t.search_space.items()), t.epochs, t.train_subset, t.seed, sorted(fixed_augment.items()), params.model,
+        sorted(t.search_space.items()), t.epochs, t.steps_per_epoch, t.train_subset, t.seed, sorted(fixed_augment.items()), params.model,
         (tr.batch_size, tr.learning_rate, tr.beta_1, tr.beta_2, tr.lr_factor, tr.lr_patience, tr.min_lr,
          tr.early_stopping_patience),
         params.preprocess.shape, fingerprint(data=val), data=train,

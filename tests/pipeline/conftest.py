@@ -27,8 +27,8 @@ TINY_PARAMS = {
     "prepare": {"n_figure_cases": 2},
     "preprocess": {"shape": [32, 32, 32]},
     "model": {"base_filters": 4, "depth": 2},
-    "train": {"max_epochs": 2, "batch_size": 2},
-    "tune": {"n_trials": 2, "epochs": 1, "train_subset": 0, "sampler_startup_trials": 1},
+    "train": {"max_epochs": 2, "batch_size": 2, "steps_per_epoch": 2},
+    "tune": {"n_trials": 2, "epochs": 1, "steps_per_epoch": 0, "train_subset": 0, "sampler_startup_trials": 1},
     "evaluate": {"min_dice": 0.0},  # two epochs of a 4-filter net: any test Dice may take the alias
     # the cascade on, tiny: evaluate, the registry and serving then carry both networks
     "refine": {"enabled": True, "spacing_mm": 4.0, "patch": [16, 16, 16], "base_filters": 2, "depth": 1,

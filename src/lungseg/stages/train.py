@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import tempfile
 from pathlib import Path
 
 import keras
@@ -20,7 +21,9 @@ from lungseg import tracking
 from lungseg.config import Params, flatten_params
 from lungseg.dataset import load_split
 from lungseg.figures import plot_training_curves
-from lungseg.training import fit, load_resume_state, run_fingerprint, write_history_csv
+from lungseg.training import (
+    InitWeights, fit, load_resume_state, resolve_init, run_fingerprint, steps_per_epoch, write_history_csv,
+)
 from lungseg.tuning import BEST_PARAMS_JSON, overlay_best_params
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,15 @@ HISTORY_CSV = Path("reports/train_history.csv")
 
 def run(params: Params, processed_dir: Path | None = None) -> dict:
     """Train with ``params`` and log everything to MLflow; returns the train metrics."""
+    if not params.train.init_from:
+        return _run(params, processed_dir, None)
+    from lungseg.registry import tracking_uri
+
+    with tempfile.TemporaryDirectory() as tmp:  # a downloaded registry model lives here while it is read
+        return _run(params, processed_dir, resolve_init(params.train.init_from, tracking_uri(params.tracking), Path(tmp)))
+
+
+def _run(params: Params, processed_dir: Path | None, init: InitWeights | None) -> dict:
     processed = Path(processed_dir or params.data.processed_dir)
     aug, tuned = overlay_best_params(params.augment, BEST_PARAMS_JSON)
     if tuned:
@@ -40,13 +52,14 @@ def run(params: Params, processed_dir: Path | None = None) -> dict:
     val = load_split(processed, "val")
     state_dir = Path(params.train.state_dir)
     state = load_resume_state(
-        state_dir, run_fingerprint(aug, params.model, params.train, params.preprocess, params.train.max_epochs, train)
+        state_dir, run_fingerprint(aug, params.model, params.train, params.preprocess, params.train.max_epochs, train, init)
     )
     tracking.configure(params.tracking)
     tags = {
         "git_commit": tracking.git_commit(),
         "dvc_processed_md5": tracking.dvc_out_hash(params.data.processed_dir),
         "stage": "train",
+        "lungseg.init_from": init.resolved if init else "random",  # lineage: the weights fine-tuning started from
     }
     with tracking.run("train", run_id=(state or {}).get("mlflow_run_id"), tags=tags) as run_id:
         if not state:
@@ -56,7 +69,7 @@ def run(params: Params, processed_dir: Path | None = None) -> dict:
         result = fit(
             train, val, aug, params.model, params.train, params.preprocess, Path(params.train.model_path),
             state_dir=state_dir, on_epoch=lambda epoch, row: tracking.log_metrics(row, step=epoch),
-            extra_state={"mlflow_run_id": run_id},
+            extra_state={"mlflow_run_id": run_id}, init=init,
         )
         best = result.best
         metrics = {
@@ -65,6 +78,9 @@ def run(params: Params, processed_dir: Path | None = None) -> dict:
             "resumed_from_epoch": result.resumed_from,
             "stopped_early": result.stopped_early,
             "stopped_by_budget": result.stopped_by_budget,
+            "steps_per_epoch": steps_per_epoch(params.train, len(train.cases)),
+            "steps_run": result.epochs_run * steps_per_epoch(params.train, len(train.cases)),
+            "init_from": init.resolved if init else "random",
             "val_loss": best["val_loss"],
             "val_dice": best["val_dice"],
             "val_iou": best["val_iou"],
