@@ -19,7 +19,6 @@ This module does not import MLflow (see :mod:`lungseg.serving` for model URIs).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import re
@@ -31,6 +30,17 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from lungseg.bundle import (  # noqa: F401 (re-exported: the bundle helpers were defined here before)
+    CONFIG_FILE,
+    MODEL_FILE,
+    REFINE_FILE,
+    config_json,
+    find_bundle,
+    is_model_uri,
+    load_keras_model,
+    read_config_json,
+    read_refine_config,
+)
 from lungseg.config import (
     DEFAULT_PARAMS,
     PostprocessConfig,
@@ -38,10 +48,9 @@ from lungseg.config import (
     RefineConfig,
     check_postprocess,
     load_params,
-    section_from_dict,
 )
 from lungseg.data.geometry import Geometry
-from lungseg.errors import CaseError, ConfigError, LungsegError
+from lungseg.errors import CaseError, LungsegError
 from lungseg.morphology import bounding_box, fill_holes_2d, snap_to_ct, split_merged
 from lungseg.preprocessing import (
     GridMap,
@@ -55,9 +64,6 @@ from lungseg.quality import aerated_left_out, assess
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
-REFINE_FILE = "refine.keras"  # the cascade's stage 2, beside MODEL_FILE in a bundle
-CONFIG_FILE = "lungseg_config.json"
 RIGHT, LEFT = 1, 2
 MERGED_RATIO = 0.2  # a second component below this fraction of the largest means the lungs are merged
 GAS_HU = -950.0  # below this a voxel is (almost) pure gas: bowel gas, air outside the body, airway lumen
@@ -119,45 +125,6 @@ def case_name(path: str | Path) -> str:
 # --------------------------------------------------------------------------- model bundles
 
 
-def config_json(
-    preprocess: PreprocessConfig, postprocess: PostprocessConfig, refine: RefineConfig | None = None
-) -> dict[str, Any]:
-    """The ``lungseg_config.json`` content for a model bundle (``refine`` only with a stage-2 network)."""
-
-    def plain(cfg: Any) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
-
-    out = {"preprocess": plain(preprocess), "postprocess": plain(postprocess)}
-    if refine is not None:
-        out["refine"] = plain(refine)
-    return out
-
-
-def read_refine_config(path: Path) -> RefineConfig | None:
-    """The ``refine`` section of a bundle's ``lungseg_config.json`` (None without one)."""
-    try:
-        raw = json.loads(Path(path).read_text()).get("refine")
-        return None if raw is None else section_from_dict(RefineConfig, raw, "refine")
-    except (OSError, ValueError, AttributeError, ConfigError) as e:
-        raise LungsegError(f"{path}: not a valid lungseg model config ({e})") from e
-
-
-def read_config_json(path: Path) -> tuple[PreprocessConfig, PostprocessConfig]:
-    """Read a bundle's ``lungseg_config.json`` strictly (unknown keys are errors naming the file)."""
-    try:
-        raw = json.loads(Path(path).read_text())
-        # bundles written before preprocess.normalize existed were trained on per-crop standardisation
-        pre = section_from_dict(PreprocessConfig, {"normalize": "volume", **raw.get("preprocess", {})}, "preprocess")
-        # ... and their surface had no partial-volume rim
-        raw_post = raw.get("postprocess", {})
-        surface = {"rim": False, **raw_post.get("surface", {})}
-        post = section_from_dict(PostprocessConfig, {**raw_post, "surface": surface}, "postprocess")
-        check_postprocess(post)
-    except (OSError, ValueError, AttributeError, ConfigError) as e:
-        raise LungsegError(f"{path}: not a valid lungseg model config ({e})") from e
-    return pre, post
-
-
 def write_bundle(
     out_dir: Path, model_path: Path, preprocess: PreprocessConfig, postprocess: PostprocessConfig,
     refine: tuple[Path, RefineConfig] | None = None, onnx: bool = True,
@@ -182,27 +149,6 @@ def write_bundle(
     content = config_json(preprocess, postprocess, refine[1] if refine else None)
     (out_dir / CONFIG_FILE).write_text(json.dumps(content, indent=2) + "\n")
     return out_dir
-
-
-def is_model_uri(model: str) -> bool:
-    """True for an MLflow model URI (``models:/...``, ``runs:/...``, ``scheme://...``), false for a path."""
-    return model.startswith(("models:/", "runs:/")) or "://" in model
-
-
-def find_bundle(path: str | Path) -> tuple[Path, Path | None]:
-    """Locate ``(model.keras, lungseg_config.json or None)`` for a ``.keras`` file, a bundle
-    folder or a saved MLflow pyfunc folder (see :func:`lungseg.serving.save_segmenter_model`)."""
-    path = Path(path)
-    if path.is_file():
-        cfg = path.parent / CONFIG_FILE
-        return path, cfg if cfg.is_file() else None
-    if path.is_dir():
-        candidates = [path, *sorted(p.parent for p in path.glob(f"artifacts/*/{MODEL_FILE}"))]
-        for d in candidates:
-            if (d / MODEL_FILE).is_file():
-                return d / MODEL_FILE, d / CONFIG_FILE if (d / CONFIG_FILE).is_file() else None
-        raise LungsegError(f"{path}: no {MODEL_FILE} in this folder (nor in artifacts/*/)")
-    raise LungsegError(f"{path}: model not found")
 
 
 # --------------------------------------------------------------------------- segmenting
@@ -327,24 +273,6 @@ def postprocess_box(
         view = out[sl]
         view[m & (view == 0)] = side
     return out
-
-
-def load_keras_model(path: str | Path, hint: str = "") -> Any:
-    """Load a ``.keras`` file uncompiled, with the thread settings for inference.
-
-    Raises:
-        LungsegError: one line naming the file (plus ``hint``) when Keras cannot load it.
-    """
-    import keras
-
-    import lungseg.model  # noqa: F401 - registers the model's custom layers for loading
-    from lungseg.runtime import configure_threads
-
-    configure_threads()
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as e:  # noqa: BLE001 - keras raises many types for bad files
-        raise LungsegError(f"{path}: cannot load the Keras model ({type(e).__name__}: {e}){hint}") from e
 
 
 DEVICES = ("auto", "cpu", "gpu")

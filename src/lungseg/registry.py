@@ -25,7 +25,7 @@ from urllib.parse import unquote, urlparse
 from lungseg.config import TrackingConfig
 from lungseg.fileio import resolve_store
 
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
+MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 
 
 def champion_uri(tracking: TrackingConfig) -> str:
@@ -68,7 +68,7 @@ def _default_workspace(con: sqlite3.Connection, table: str) -> str:
 def local_model_dir(model_uri: str, tracking: str) -> Path | None:
     """The local folder of ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` in the SQLite
     registry at ``tracking`` (a tracking URI), or None where MLflow itself has to answer."""
-    match = _MODELS_URI.match(model_uri)
+    match = MODELS_URI.match(model_uri)
     db = _sqlite_file(tracking)
     if match is None or db is None or os.environ.get("MLFLOW_WORKSPACE"):
         return None

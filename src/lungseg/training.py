@@ -168,93 +168,31 @@ def steps_per_epoch(train_cfg: TrainConfig, n_cases: int) -> int:
 
 @dataclass(frozen=True)
 class InitWeights:
-    """Where fine-tuning starts: a ``.keras`` file, its digest and where it came from (MLflow lineage)."""
+    """Where fine-tuning starts (:func:`lungseg.finetune.resolve_init`)."""
 
-    path: Path
+    path: Path  # the .keras file
     sha256: str
     source: str  # train.init_from as given
     resolved: str  # the file, or models:/<name>/<version> (run <run id>) for a registry URI
-    preprocess: PreprocessConfig | None = None  # the config the weights were trained with (None: unknown)
+    weights: list[np.ndarray]
+    preprocess: PreprocessConfig | None = None  # what the weights were trained with (None: no config beside them)
 
 
-def resolve_init(init_from: str, tracking_uri: str, download_dir: Path) -> InitWeights:
-    """Find the weights ``train.init_from`` names: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``
-    (the registry at ``tracking_uri``; downloaded into ``download_dir`` unless it is a local SQLite registry),
-    a bundle folder, a saved MLflow model folder or a ``.keras`` file.
-
-    Raises:
-        LungsegError: one line naming ``train.init_from`` and what is wrong.
-    """
-    from lungseg.errors import LungsegError
-    from lungseg.inference import find_bundle, is_model_uri, read_config_json
-
-    resolved = init_from
-    try:
-        if is_model_uri(init_from):
-            import mlflow
-            from mlflow.exceptions import MlflowException
-
-            from lungseg.registry import local_model_dir
-
-            local = local_model_dir(init_from, tracking_uri)
-            mlflow.set_tracking_uri(tracking_uri)
-            try:
-                if local is None:
-                    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=init_from, dst_path=str(download_dir)))
-                resolved = _registry_lineage(init_from) or init_from
-            except MlflowException as e:
-                first = (str(e.message).strip().splitlines() or [type(e).__name__])[0]
-                raise LungsegError(f"params key 'train.init_from' {init_from!r}: cannot load the model: {first}") from e
-            model_file, cfg_file = find_bundle(local)
-        else:
-            model_file, cfg_file = find_bundle(init_from)
-            resolved = str(model_file)
-        pre = read_config_json(cfg_file)[0] if cfg_file is not None else None
-    except LungsegError as e:
-        msg = str(e)
-        raise LungsegError(msg if "train.init_from" in msg else f"params key 'train.init_from': {msg}") from e
-    digest = hashlib.sha256(Path(model_file).read_bytes()).hexdigest()
-    return InitWeights(Path(model_file), digest, init_from, resolved, pre)
-
-
-def _registry_lineage(uri: str) -> str | None:
-    """``models:/<name>/<version> (run <id>)`` for a registry URI (None when the registry cannot say)."""
-    import mlflow
-
-    from lungseg.registry import _MODELS_URI
-
-    match = _MODELS_URI.match(uri)
-    if match is None:
-        return None
-    client = mlflow.MlflowClient()
-    name, alias, version = match.group("name"), match.group("alias"), match.group("version")
-    mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
-    return f"models:/{name}/{mv.version} (run {mv.run_id})"
-
-
-def load_init_weights(model: keras.Model, init: InitWeights, preprocess_cfg: PreprocessConfig) -> None:
-    """Copy ``init``'s weights into ``model`` (same architecture); warn where its preprocessing differs.
+def set_init_weights(model: keras.Model, init: InitWeights) -> None:
+    """Copy ``init``'s weights into ``model`` (fine-tuning).
 
     Raises:
-        LungsegError: the architectures differ (the file and both weight shapes named).
+        LungsegError: the architectures differ (the file and the first differing weight shapes named).
     """
     from lungseg.errors import LungsegError
-    from lungseg.inference import load_keras_model
 
-    source = load_keras_model(init.path, " (train.init_from)")
-    mine, theirs = model.get_weights(), source.get_weights()
-    shapes = [(a.shape, b.shape) for a, b in zip(mine, theirs)]
-    if len(mine) != len(theirs) or any(a != b for a, b in shapes):
-        first = next(((a, b) for a, b in shapes if a != b), (len(mine), len(theirs)))
+    mine = model.get_weights()
+    pairs = [(a.shape, b.shape) for a, b in zip(mine, init.weights)]
+    if len(mine) != len(init.weights) or any(a != b for a, b in pairs):
+        here, there = next(((a, b) for a, b in pairs if a != b), (len(mine), len(init.weights)))
         raise LungsegError(f"params key 'train.init_from': {init.path} has another architecture than model.* and "
-                           f"preprocess.shape (first difference: {first[1]} there, {first[0]} here)")
-    model.set_weights(theirs)
-    if init.preprocess is not None and init.preprocess != preprocess_cfg:
-        diff = sorted(k for k, v in dataclasses.asdict(init.preprocess).items()
-                      if v != getattr(preprocess_cfg, k) and k != "n_figure_cases")
-        if diff:
-            log.warning("train.init_from: %s was trained with other preprocess values (%s): fine-tuning adapts it",
-                        init.path, ", ".join(diff))
+                           f"preprocess.shape (first difference: {there} there, {here} here)")
+    model.set_weights(init.weights)
     log.info("starting from the weights of %s", init.resolved)
 
 
@@ -296,7 +234,7 @@ def fit(
         state_dir: Where to keep resume state (None = no resume).
         on_epoch: Called with (epoch number from 1, logs incl. learning_rate) after each epoch.
         extra_state: JSON-able values saved with the resume state (e.g. the MLflow run id).
-        init: Starting weights (fine-tuning; :func:`resolve_init`); None = random (``train.seed``).
+        init: Starting weights (fine-tuning; :func:`lungseg.finetune.resolve_init`); None = random (``train.seed``).
     """
     configure_threads()
     keras.utils.set_random_seed(train_cfg.seed)
@@ -316,7 +254,7 @@ def fit(
             train_cfg,
         )
         if init is not None:
-            load_init_weights(model, init, preprocess_cfg)
+            set_init_weights(model, init)
         history, initial_epoch = [], 0
     best_so_far = min((r["val_loss"] for r in history), default=None)
     stopper = _ResumableEarlyStopping(

@@ -71,6 +71,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if (REPO / name).exists():
             shutil.copy2(REPO / name, root / name)
     shutil.copytree(REPO / "src", root / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(REPO / "pipelines", root / "pipelines", ignore=shutil.ignore_patterns("dvc.lock"))
     shutil.copytree(REPO / ".dvc", root / ".dvc", ignore=shutil.ignore_patterns("cache", "tmp"))
     params = _merge(yaml.safe_load((REPO / "params.yaml").read_text()), TINY_PARAMS)
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -45,7 +45,7 @@ def published(reproduced: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     run(["dvc", "remote", "add", "--force", "-d", "shared", str(remote)], reproduced)
     new_ignores = [p for p in run(["git", "ls-files", "--others", "--exclude-standard"], reproduced).stdout.split()
                    if p.endswith(".gitignore")]
-    run(["git", "add", "dvc.lock", ".dvc/config", "reports", *new_ignores], reproduced)
+    run(["git", "add", "dvc.lock", "pipelines", ".dvc/config", "reports", *new_ignores], reproduced)
     run([*GIT, "commit", "-qm", "reproduce the tiny pipeline; remote 'shared'"], reproduced)
     run(["dvc", "push"], reproduced)
     return reproduced

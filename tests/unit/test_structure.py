@@ -195,25 +195,31 @@ def test_no_import_cycle_among_lungseg_modules() -> None:
     assert not _cycles(graph), f"import cycles (module-level imports): {_cycles(graph)}"
 
 
-def _stage_deps(stage: dict) -> list[Path]:
-    return [REPO / d for d in stage.get("deps", []) if "${" not in d]
+def _stage_deps(stage: dict, base: Path) -> list[Path]:
+    wdir = (base / stage.get("wdir", ".")).resolve()
+    return [wdir / d for d in stage.get("deps", []) if "${" not in d]
 
 
 def _covered(path: Path, deps: list[Path]) -> bool:
     return any(path == d or d in path.parents for d in deps)
 
 
-DVC_STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+DVC_FILES = [REPO / "dvc.yaml", *sorted(REPO.glob("pipelines/*/dvc.yaml"))]
+DVC_STAGES = {  # "<dvc.yaml relative to the repo>:<stage>" -> (stage, folder of its dvc.yaml)
+    f"{f.relative_to(REPO)}:{name}": (stage, f.parent)
+    for f in DVC_FILES for name, stage in yaml.safe_load(f.read_text())["stages"].items()
+}
 
 
 @pytest.mark.parametrize("stage_name", sorted(DVC_STAGES))
 def test_dvc_stage_deps_cover_the_import_closure_of_its_command(stage_name: str) -> None:
-    stage = DVC_STAGES[stage_name]
+    stage, base = DVC_STAGES[stage_name]
+    stage = stage.get("do", stage)  # a foreach stage's body
     cmd = stage["cmd"].split()
     assert cmd[:1] == ["lungseg"] and len(cmd) >= 2, f"stage {stage_name}: cmd {stage['cmd']!r} is not `lungseg <stage>`"
     entry = f"{PACKAGE}.stages.{cmd[1].replace('-', '_')}"
     assert entry in modules(), f"stage {stage_name}: no module {entry} for `{stage['cmd']}`"
-    deps = _stage_deps(stage)
+    deps = _stage_deps(stage, base)
     missing = sorted(str(modules()[m].path.relative_to(REPO)) for m in import_closure(entry)
                      if not _covered(modules()[m].path, deps))
     assert not missing, f"dvc.yaml stage {stage_name}: deps miss modules its command imports: {missing}"

@@ -21,9 +21,8 @@ from lungseg import tracking
 from lungseg.config import Params, flatten_params
 from lungseg.dataset import load_split
 from lungseg.figures import plot_training_curves
-from lungseg.training import (
-    InitWeights, fit, load_resume_state, resolve_init, run_fingerprint, steps_per_epoch, write_history_csv,
-)
+from lungseg.finetune import resolve_init
+from lungseg.training import InitWeights, fit, load_resume_state, run_fingerprint, steps_per_epoch, write_history_csv
 from lungseg.tuning import BEST_PARAMS_JSON, overlay_best_params
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,8 @@ def run(params: Params, processed_dir: Path | None = None) -> dict:
     from lungseg.registry import tracking_uri
 
     with tempfile.TemporaryDirectory() as tmp:  # a downloaded registry model lives here while it is read
-        return _run(params, processed_dir, resolve_init(params.train.init_from, tracking_uri(params.tracking), Path(tmp)))
+        return _run(params, processed_dir, resolve_init(params.train.init_from, tracking_uri(params.tracking), Path(tmp),
+                                                      params.preprocess))
 
 
 def _run(params: Params, processed_dir: Path | None, init: InitWeights | None) -> dict:
