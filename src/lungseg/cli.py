@@ -49,6 +49,18 @@ def _cmd_train(args: argparse.Namespace) -> None:
     train.run(load_params(args.params), processed_dir=args.processed)
 
 
+def _cmd_cv_fold(args: argparse.Namespace) -> None:
+    from lungseg.stages import cv_fold
+
+    cv_fold.run(load_params(args.params), args.fold, processed_dir=args.processed, interim_dir=args.interim)
+
+
+def _cmd_cv_report(args: argparse.Namespace) -> None:
+    from lungseg.stages import cv_report
+
+    cv_report.run(load_params(args.params), interim_dir=args.interim)
+
+
 def _cmd_train_refine(args: argparse.Namespace) -> None:
     from lungseg.stages import train_refine
 
@@ -135,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="fit the augmented 3D U-Net, tracked in MLflow")
     p.add_argument("--processed", type=Path, help="processed arrays folder (default: data.processed_dir)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("cv-fold", help="cross-validation: train fold I on its cases and score its held-out ones")
+    p.add_argument("--fold", type=int, required=True, metavar="I", help="fold number, 0 to prepare.split.folds - 1")
+    p.add_argument("--processed", type=Path, help="processed arrays folder (default: data.processed_dir)")
+    p.add_argument("--interim", type=Path, help="prepared cases folder with folds.json (default: data.interim_dir)")
+    p.set_defaults(func=_cmd_cv_fold)
+
+    p = sub.add_parser("cv-report", help="cross-validation: pool the folds into reports/cv.json and MLflow")
+    p.add_argument("--interim", type=Path, help="prepared cases folder with folds.json (default: data.interim_dir)")
+    p.set_defaults(func=_cmd_cv_report)
 
     p = sub.add_parser("train_refine", help="fit the cascade's stage-2 network at fine resolution (refine.*)")
     p.add_argument("--processed", type=Path, help="processed arrays folder (default: data.processed_dir)")

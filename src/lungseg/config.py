@@ -310,6 +310,13 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class CVConfig:
+    """k-fold cross-validation (``pipelines/cv/dvc.yaml``; k is ``prepare.split.folds``)."""
+
+    folds: tuple[int, ...] = (0, 1, 2, 3, 4)  # the folds to train and evaluate (DVC foreach runs one stage per fold)
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """MLflow tracking and registry."""
 
@@ -333,6 +340,7 @@ class Params:
     tune: TuneConfig = field(default_factory=TuneConfig)
     refine: RefineConfig = field(default_factory=RefineConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    cv: CVConfig = field(default_factory=CVConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
 
@@ -441,6 +449,10 @@ def _validate(p: Params) -> None:
     fractions = (s.train, s.val, s.test)
     if any(f < 0 for f in fractions) or abs(sum(fractions) - 1.0) > 1e-6:
         raise ConfigError(f"params key 'prepare.split' fractions must be >= 0 and sum to 1, got {fractions}")
+    k = s.folds
+    if any(f < 0 or f >= k for f in p.cv.folds) or len(set(p.cv.folds)) != len(p.cv.folds):
+        raise ConfigError(f"params key 'cv.folds' must list distinct folds from 0 to prepare.split.folds - 1 = {k - 1}, "
+                          f"got {list(p.cv.folds)}")
     check_postprocess(p.postprocess)
     check_tune(p.tune, p.augment)
     if p.synthesize.cases < 1:

@@ -87,12 +87,15 @@ class NiftiConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """Seeded patient-level split fractions (must sum to 1)."""
+    """Seeded patient-level split fractions (must sum to 1), k folds for cross-validation, and an
+    optional split file that fixes the subsets by case ID (e.g. LCTSC's official train/test)."""
 
     train: float = 0.70
     val: float = 0.15
     test: float = 0.15
     seed: int = 42
+    folds: int = 5  # k-fold cross-validation over the non-test cases (interim folds.json; pipelines/cv); < 2 = none
+    file: str = ""  # CSV "pattern,subset" (fnmatch on case IDs; subset train, val or test); "" = by fractions
 
 
 @dataclass(frozen=True)

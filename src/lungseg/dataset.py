@@ -97,3 +97,26 @@ def eval_dataset(data: SplitArrays, batch_size: int) -> tf.data.Dataset:
     images = data.images[..., None]
     masks = data.masks[..., None].astype(np.float32)
     return _without_autotune(tf.data.Dataset.from_tensor_slices((images, masks)).batch(batch_size).prefetch(2))
+
+
+def load_cases(processed_dir: Path, cases: list[str], splits: tuple[str, ...] = ("train", "val", "test")) -> SplitArrays:
+    """The processed arrays of ``cases`` (in that order), wherever the split put them (cross-validation folds).
+
+    Raises:
+        LungsegError: a case is in none of ``splits`` (naming it), or ``cases`` is empty.
+    """
+    if not cases:
+        raise LungsegError(f"{processed_dir}: no cases asked for")
+    where: dict[str, tuple[SplitArrays, int]] = {}
+    for split in splits:
+        folder = Path(processed_dir) / split
+        if (folder / "cases.json").is_file() and json.loads((folder / "cases.json").read_text()):
+            arrays = load_split(processed_dir, split)
+            where.update({c: (arrays, n) for n, c in enumerate(arrays.cases)})
+    missing = [c for c in cases if c not in where]
+    if missing:
+        raise LungsegError(f"{processed_dir}: case(s) not in the processed data: {', '.join(missing[:5])}; "
+                           "run `lungseg preprocess` again")
+    images = np.stack([where[c][0].images[where[c][1]] for c in cases])
+    masks = np.stack([where[c][0].masks[where[c][1]] for c in cases])
+    return SplitArrays(images, masks, list(cases))

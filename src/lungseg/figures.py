@@ -220,3 +220,26 @@ def plot_training_curves(history: list[dict[str, float]], out_dir: Path) -> list
         ax.legend()
         paths.append(_save(fig, out_dir / name, dpi=90))
     return paths
+
+
+def plot_cv(fold_rows: dict[int, list[float]], out_png: Path, metric: str = "Dice (CT grid)") -> Path:
+    """Cross-validation: each fold's per-case values as points, the fold mean as a bar, pooled mean dashed."""
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    folds = sorted(fold_rows)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.2 * len(folds), 4))
+    rng = np.random.default_rng(0)
+    for x, fold in enumerate(folds):
+        values = np.asarray(fold_rows[fold], dtype=float)
+        if len(values):
+            ax.bar(x, values.mean(), width=0.6, color="tab:blue", alpha=0.3)
+            ax.scatter(x + rng.uniform(-0.15, 0.15, len(values)), values, s=14, color="tab:blue")
+    pooled = [v for fold in folds for v in fold_rows[fold]]
+    if pooled:
+        ax.axhline(float(np.mean(pooled)), ls="--", color="k", lw=1, label=f"pooled mean {np.mean(pooled):.4f}")
+        lo = min(pooled)
+        ax.set_ylim(max(0.0, lo - 0.05), 1.0)
+        ax.legend(loc="lower right")
+    ax.set_xticks(range(len(folds)), [f"fold {f}" for f in folds])
+    ax.set_ylabel(metric)
+    return _save(fig, out_png, f"{len(folds)}-fold cross-validation: per test case")

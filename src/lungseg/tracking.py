@@ -178,3 +178,16 @@ def alias_version(name: str, alias: str) -> tuple[str, dict[str, str]] | None:
 def set_alias(name: str, alias: str, version: str) -> None:
     """Point ``alias`` of registered model ``name`` at ``version``."""
     mlflow.MlflowClient().set_registered_model_alias(name, alias, version)
+
+
+def tag_model_versions(name: str, tag: str, value: str, tags: dict[str, str]) -> list[str]:
+    """Set ``tags`` on every version of ``name`` whose tag ``tag`` equals ``value``; returns those versions."""
+    client = mlflow.MlflowClient()
+    try:
+        versions = [v.version for v in client.search_model_versions(f"name='{name}'") if v.tags.get(tag) == value]
+    except mlflow.exceptions.MlflowException:
+        return []
+    for version in versions:
+        for k, v in tags.items():
+            client.set_model_version_tag(name, str(version), k, str(v))
+    return sorted((str(v) for v in versions), key=int)

@@ -24,7 +24,8 @@ BIN = Path(sys.executable).parent
 # Tiny but complete: a few small patients, the whole chain.
 TINY_PARAMS = {
     "synthesize": {"cases": 5, "max_matrix": 96, "workers": 1},
-    "prepare": {"n_figure_cases": 2},
+    "prepare": {"n_figure_cases": 2, "split": {"folds": 3}},  # 4 non-test cases: folds of 2, 1 and 1
+    "cv": {"folds": [0, 1, 2]},
     "preprocess": {"shape": [32, 32, 32]},
     "model": {"base_filters": 4, "depth": 2},
     "train": {"max_epochs": 2, "batch_size": 2, "steps_per_epoch": 2},

@@ -26,6 +26,7 @@ from .test_data_stages import reproduced  # noqa: F401  (shared module-scoped fi
 pytestmark = pytest.mark.pipeline
 
 GIT = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
+MAIN = ["dvc.yaml", "--with-deps"]  # the root pipeline and the synthesize stage it needs; pipelines/cv never ran here
 METRICS_AND_PLOTS = {  # dvc.yaml metrics/plots, all `cache: false`
     "reports/prepare.json", "reports/preprocess.json", "reports/tune/best_params.json", "reports/train_metrics.json",
     "reports/train_history.csv", "reports/refine_metrics.json", "reports/refine_history.csv", "reports/metrics.json",
@@ -75,7 +76,7 @@ def test_a_colleague_pulls_data_and_the_champion_without_retraining(published: P
 
     for folder in ("models", "data/processed", "data/interim", "reports/figures"):
         assert _digest(colleague / folder) == _digest(published / folder), folder
-    assert "Data and pipelines are up to date" in run(["dvc", "status"], colleague).stdout
+    assert "Data and pipelines are up to date" in run(["dvc", "status", *MAIN], colleague).stdout
     dry = run(["dvc", "repro", "--dry"], colleague).stdout
     assert "Running stage" not in dry, dry
     run(["lungseg", "register"], colleague)  # their own registry gets the pulled model as champion
@@ -108,6 +109,6 @@ def test_exp_run_temp_logs_to_the_project_and_metrics_diff_shows_the_change(coll
     assert "reports/metrics.json" in diff  # the test split was scored again with the new model
     params = json.loads(run(["dvc", "params", "diff", "HEAD~1", "--json"], colleague).stdout)
     assert {k: params["params.yaml"]["train.max_epochs"][k] for k in ("old", "new")} == {"old": 2, "new": 3}
-    assert "Data and pipelines are up to date" in run(["dvc", "status"], colleague).stdout
+    assert "Data and pipelines are up to date" in run(["dvc", "status", *MAIN], colleague).stdout
     table = run(["dvc", "metrics", "diff", "HEAD~1"], colleague).stdout  # what a person reads
     assert "epochs_run" in table and "HEAD~1" in table

@@ -56,6 +56,11 @@ def test_unknown_key_is_an_error_naming_it(raw: dict, key: str) -> None:
         ({"preprocess": {"normalize": "zscore"}}, "preprocess.normalize"),
         ({"preprocess": {"norm_sd": 0.0}}, "preprocess.norm_sd"),
         ({"prepare": {"contour_fill": "corners"}}, "prepare.contour_fill"),
+        ({"train": {"steps_per_epoch": -1}}, "train.steps_per_epoch"),
+        ({"tune": {"steps_per_epoch": -2}}, "tune.steps_per_epoch"),
+        ({"train": {"init_from": 3}}, "train.init_from"),
+        ({"cv": {"folds": [0, 5]}}, "cv.folds"),  # prepare.split.folds is 5: folds 0-4
+        ({"cv": {"folds": [1, 1]}}, "cv.folds"),
     ],
 )
 def test_bad_values_are_errors_naming_the_key(raw: dict, fragment: str) -> None:

@@ -63,3 +63,27 @@ def test_pipelines_do_not_autotune(split: Path) -> None:
     data = load_split(split, "train")
     for ds in (train_dataset(data, AugmentConfig(), batch_size=2, seed=0), eval_dataset(data, batch_size=2)):
         assert ds.options().autotune.enabled is False
+
+
+def test_load_cases_gathers_a_fold_across_the_splits(tmp_path: Path) -> None:
+    import json
+
+    from lungseg.dataset import load_cases
+    from lungseg.errors import LungsegError
+
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, cases in (("train", ["a", "c"]), ("val", ["b"]), ("test", ["d"])):
+        images = rng.normal(size=(len(cases), 4, 4, 4)).astype(np.float32)
+        masks = (images > 0).astype(np.uint8)
+        (tmp_path / split).mkdir()
+        np.save(tmp_path / split / "images.npy", images)
+        np.save(tmp_path / split / "masks.npy", masks)
+        (tmp_path / split / "cases.json").write_text(json.dumps(cases))
+        arrays.update({c: (images[n], masks[n]) for n, c in enumerate(cases)})
+    fold = load_cases(tmp_path, ["d", "b", "a"])
+    assert fold.cases == ["d", "b", "a"]
+    for n, c in enumerate(fold.cases):
+        assert np.array_equal(fold.images[n], arrays[c][0]) and np.array_equal(fold.masks[n], arrays[c][1])
+    with pytest.raises(LungsegError, match="not in the processed data: z"):
+        load_cases(tmp_path, ["a", "z"])

@@ -46,7 +46,7 @@ from lungseg.config import NiftiConfig, PrepareConfig
 from lungseg.data.dicom import read_dicom_case, scan_dicom_tree
 from lungseg.data.geometry import Geometry
 from lungseg.data.nifti import nifti_bytes, read_nifti
-from lungseg.data.split import split_cases
+from lungseg.data.split import cv_folds, split_cases
 from lungseg.errors import CaseError, LungsegError
 from lungseg.fileio import atomic_write_bytes
 
@@ -408,6 +408,8 @@ def prepare_cohort(raw_dir: Path, out_dir: Path, cfg: PrepareConfig, fmt: str | 
     atomic_write_bytes(out_dir / "manifest.csv", _csv_bytes(MANIFEST_COLUMNS, sorted(rows)))
     atomic_write_bytes(out_dir / "skipped.csv", _csv_bytes(("case", "problem"), [list(s) for s in skipped]))
     atomic_write_bytes(out_dir / "split.json", (json.dumps(split, indent=2) + "\n").encode())
+    folds = {"k": cfg.split.folds, "seed": cfg.split.seed, "folds": cv_folds(split, cfg.split)}
+    atomic_write_bytes(out_dir / "folds.json", (json.dumps(folds, indent=1) + "\n").encode())
     _remove_stale(out_dir, set(prepared))
     logger.info("prepared %d case(s), skipped %d", len(prepared), len(skipped))
     return PrepareResult(prepared=prepared, skipped=skipped, split=split)
