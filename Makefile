@@ -7,7 +7,7 @@ export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install run test clean real-ct
+.PHONY: install run test clean real-ct cv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ run: install
 real-ct: install
 	@test -n "$(NSCLC_GIT)" || { echo "usage: make real-ct NSCLC_GIT=<git dir of primakov/precision-medicine-toolbox>" >&2; exit 2; }
 	PYTHON=$(BIN)/python bash ../shared/real-ct/nsclc-radiomics/get.sh "$(NSCLC_GIT)" data/external/nsclc-radiomics
+
+# k-fold cross-validation (pipelines/cv/dvc.yaml): k more trainings, apart from `make run`; README "Your own data"
+cv: install
+	$(BIN)/dvc repro pipelines/cv/dvc.yaml
 
 test: install
 	$(BIN)/pytest -q

@@ -58,8 +58,8 @@ def test_adding_a_case_moves_only_boundary_cases() -> None:
 
 def _lctsc_ids() -> list[str]:
     """LCTSC's patient IDs: 36 training (3 sites x 12) and 24 test cases."""
-    train = [f"LCTSC-Train-S{s}-{n:03d}" for s in (1, 2, 3) for n in range(1, 13)]
-    test = [f"LCTSC-Test-S{s}-{n:03d}" for s in (1, 2, 3) for n in (101, 102, 103, 104, 201, 202, 203, 204)]
+    train = [f"LCTSC-Train-S{s}-{100 * s + n}" for s in (1, 2, 3) for n in range(1, 13)]
+    test = [f"LCTSC-Test-S{s}-{n}" for s in (1, 2, 3) for n in (101, 102, 103, 104, 201, 202, 203, 204)]
     return train + test
 
 
