@@ -136,8 +136,10 @@ class TrainConfig:
     # whatever the cohort's size; 0 = one pass over the training cases (the paper's epochs)
     steps_per_epoch: int = 11
     # start from these weights instead of random ones (fine-tuning): "" = none, models:/<name>@<alias> or
-    # models:/<name>/<version> (the registry), a model bundle folder, or a .keras file
-    init_from: str = ""
+    # models:/<name>/<version> (the registry), a model bundle folder, or a .keras file; auto = on data other than
+    # the synthetic cohort, the newest registered model trained on it (lungseg.finetune.auto_source), else none
+    init_from: str = "auto"
+    finetune_learning_rate: float = 1e-4  # Adam's learning rate when starting from init_from's weights (0 = learning_rate)
 
 
 @dataclass(frozen=True)
@@ -443,6 +445,8 @@ def _validate(p: Params) -> None:
         raise ConfigError(f"params key 'train.max_minutes' must be >= 0 (0 = no budget), got {p.train.max_minutes}")
     if p.train.batch_size < 1 or p.train.max_epochs < 1:
         raise ConfigError(f"params keys 'train.batch_size/max_epochs' must be >= 1, got {p.train.batch_size}, {p.train.max_epochs}")
+    if not (math.isfinite(p.train.finetune_learning_rate) and p.train.finetune_learning_rate >= 0):
+        raise ConfigError(f"params key 'train.finetune_learning_rate' must be >= 0, got {p.train.finetune_learning_rate}")
     if p.train.steps_per_epoch < 0:
         raise ConfigError(f"params key 'train.steps_per_epoch' must be >= 0 (0 = one pass), got {p.train.steps_per_epoch}")
     s = p.prepare.split

@@ -13,11 +13,24 @@ import hashlib
 import logging
 from pathlib import Path
 
-from lungseg.config import PreprocessConfig
+from lungseg.config import Params, PreprocessConfig
 from lungseg.errors import LungsegError
 from lungseg.training import InitWeights
 
 log = logging.getLogger(__name__)
+
+
+def init_weights(params: Params, download_dir: Path) -> InitWeights | None:
+    """The starting weights ``params.train.init_from`` names (None: random): ``auto`` is resolved
+    with :func:`auto_source` against the project's registry, anything else with :func:`resolve_init`."""
+    from lungseg.registry import tracking_uri
+
+    source, uri = params.train.init_from, tracking_uri(params.tracking)
+    if source == "auto":
+        source = auto_source(params.tracking.registered_model, params.synthesize.out_dir, params.data.raw_dir, uri) or ""
+        log.info("train.init_from auto: %s", f"fine-tuning {source}" if source else
+                 "random weights (synthetic cohort, or no model trained on it is registered)")
+    return resolve_init(source, uri, download_dir, params.preprocess) if source else None
 
 
 def resolve_init(init_from: str, tracking_uri: str, download_dir: Path, preprocess: PreprocessConfig) -> InitWeights:
@@ -51,6 +64,26 @@ def resolve_init(init_from: str, tracking_uri: str, download_dir: Path, preproce
                         model_file, ", ".join(diff))
     digest = hashlib.sha256(Path(model_file).read_bytes()).hexdigest()
     return InitWeights(Path(model_file), digest, init_from, resolved, weights, pre)
+
+
+def auto_source(registered_model: str, synthetic_dir: str, raw_dir: str, tracking_uri: str) -> str | None:
+    """What ``train.init_from: auto`` starts from: on data other than the synthetic cohort, the newest
+    registered version trained on that cohort (``models:/<name>/<version>``); None (random weights)
+    on the synthetic cohort itself or when no such version is registered."""
+    import os
+
+    if os.path.normpath(raw_dir) == os.path.normpath(synthetic_dir):
+        return None
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        versions = mlflow.MlflowClient(tracking_uri).search_model_versions(f"name='{registered_model}'")
+    except MlflowException:
+        return None
+    synthetic = [int(v.version) for v in versions
+                 if os.path.normpath(v.tags.get("param.data.raw_dir", "")) == os.path.normpath(synthetic_dir)]
+    return f"models:/{registered_model}/{max(synthetic)}" if synthetic else None
 
 
 def _from_registry(uri: str, tracking_uri: str, download_dir: Path) -> tuple[Path, str]:

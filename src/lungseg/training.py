@@ -234,7 +234,8 @@ def fit(
         state_dir: Where to keep resume state (None = no resume).
         on_epoch: Called with (epoch number from 1, logs incl. learning_rate) after each epoch.
         extra_state: JSON-able values saved with the resume state (e.g. the MLflow run id).
-        init: Starting weights (fine-tuning; :func:`lungseg.finetune.resolve_init`); None = random (``train.seed``).
+        init: Starting weights (fine-tuning; :func:`lungseg.finetune.resolve_init`), trained with Adam at
+            ``train.finetune_learning_rate``; None = random weights (``train.seed``) at ``train.learning_rate``.
     """
     configure_threads()
     keras.utils.set_random_seed(train_cfg.seed)
@@ -251,7 +252,8 @@ def fit(
         model = compile_model(
             build_unet3d(preprocess_cfg.shape, model_cfg.base_filters, model_cfg.depth, model_cfg.dropout, model_cfg.l2,
                          model_cfg.bn_momentum),
-            train_cfg,
+            dataclasses.replace(train_cfg, learning_rate=train_cfg.finetune_learning_rate)
+            if init is not None and train_cfg.finetune_learning_rate > 0 else train_cfg,
         )
         if init is not None:
             set_init_weights(model, init)

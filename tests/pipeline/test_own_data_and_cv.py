@@ -95,3 +95,26 @@ def test_cv_reports_per_fold_and_pooled_metrics_in_dvc_and_mlflow(cross_validate
     assert version.tags["cv_dice_mean"] == f"{cv['dice']['folds']['mean']:.5f}" and version.tags["cv_k"] == "3"
     again = run(["dvc", "repro", "pipelines/cv/dvc.yaml"], root).stdout
     assert "Running stage" not in again, again
+
+
+def test_fine_tuning_from_the_registered_champion_is_recorded(reproduced: Path, tmp_path_factory) -> None:  # noqa: F811
+    import mlflow
+
+    root = _copy(reproduced, tmp_path_factory, "finetune")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("lung-segmentation", "champion")
+    _set_params(root, train={"init_from": "models:/lung-segmentation@champion"})
+    run(["lungseg", "train"], root)
+    metrics = json.loads((root / "reports/train_metrics.json").read_text())
+    lineage = f"models:/lung-segmentation/{champion.version} (run {champion.run_id})"
+    assert metrics["init_from"] == lineage and metrics["steps_run"] == 2 * 2  # 2 epochs x train.steps_per_epoch 2
+    exp = client.get_experiment_by_name("lung-segmentation")
+    (latest, *_) = client.search_runs([exp.experiment_id], filter_string="tags.stage = 'train'",
+                                      order_by=["attributes.start_time DESC"])
+    assert latest.data.tags["lungseg.init_from"] == lineage
+    assert latest.data.params["train.init_from"] == "models:/lung-segmentation@champion"
+    _set_params(root, train={"init_from": "models:/lung-segmentation@nobody"})
+    failed = run(["lungseg", "train"], root, check=False)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr
+    assert failed.stderr.strip().splitlines()[-1].startswith(
+        "lungseg train: error: params key 'train.init_from' 'models:/lung-segmentation@nobody': cannot load the model")

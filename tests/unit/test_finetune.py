@@ -25,10 +25,11 @@ class _Counter(keras.callbacks.Callback):
 
     def __init__(self) -> None:
         super().__init__()
-        self.steps, self.start = 0, None
+        self.steps, self.start, self.learning_rate = 0, None, None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         self.start = [w.copy() for w in self.model.get_weights()]
+        self.learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         self.steps += 1
@@ -67,6 +68,9 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path: Path) -> None:
     fit(data, val, ZERO_AUG, SMALL, cfg, PRE, tmp_path / "c.keras", verbose=0, extra_callbacks=[scratch])
     assert all(np.array_equal(a, b) for a, b in zip(tuned.start, source))
     assert not all(np.array_equal(a, b) for a, b in zip(scratch.start, source))  # random start: not those weights
+    # fine-tuning starts at train.finetune_learning_rate, training from scratch at train.learning_rate
+    assert tuned.learning_rate == pytest.approx(cfg.finetune_learning_rate) and cfg.finetune_learning_rate == 1e-4
+    assert scratch.learning_rate == pytest.approx(cfg.learning_rate) and cfg.learning_rate == 1e-3
 
 
 def test_fine_tuning_refuses_another_architecture_and_a_missing_model(tmp_path: Path) -> None:
@@ -78,3 +82,18 @@ def test_fine_tuning_refuses_another_architecture_and_a_missing_model(tmp_path: 
         fit(data, data, ZERO_AUG, SMALL, cfg, PRE, tmp_path / "x.keras", verbose=0, init=init)
     with pytest.raises(LungsegError, match=r"^params key 'train\.init_from': .*missing\.keras: model not found"):
         resolve_init(str(tmp_path / "missing.keras"), "sqlite:///unused.db", tmp_path, PRE)
+
+
+def test_auto_fine_tunes_the_newest_synthetic_model_on_other_data_only(tmp_path: Path) -> None:
+    import mlflow
+
+    from lungseg.finetune import auto_source
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    client.create_registered_model("lungs")
+    for raw_dir in ("data/raw/synthetic", "data/raw/synthetic/", "data/raw/lctsc"):  # versions 1, 2, 3
+        client.create_model_version("lungs", str(tmp_path), tags={"param.data.raw_dir": raw_dir})
+    assert auto_source("lungs", "data/raw/synthetic", "data/raw/lctsc", uri) == "models:/lungs/2"
+    assert auto_source("lungs", "data/raw/synthetic", "data/raw/synthetic", uri) is None  # the cohort itself
+    assert auto_source("nothing-registered", "data/raw/synthetic", "data/raw/lctsc", uri) is None

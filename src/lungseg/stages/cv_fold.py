@@ -28,9 +28,8 @@ log = logging.getLogger(__name__)
 def run(params: Params, fold: int, processed_dir: Path | None = None, interim_dir: Path | None = None) -> dict:
     """Train and score fold ``fold``; returns its report."""
     from lungseg.bundle import load_keras_model
-    from lungseg.finetune import resolve_init
+    from lungseg.finetune import init_weights
     from lungseg.inference import Segmenter
-    from lungseg.registry import tracking_uri
 
     processed = Path(processed_dir or params.data.processed_dir)
     interim = Path(interim_dir or params.data.interim_dir)
@@ -43,8 +42,7 @@ def run(params: Params, fold: int, processed_dir: Path | None = None, interim_di
     params = dataclasses.replace(params, augment=aug)
     model_path, state_dir = Path(f"models/cv/fold_{fold}.keras"), Path(f"models/cv/fold_{fold}_state")
     with tempfile.TemporaryDirectory() as tmp:
-        init = resolve_init(params.train.init_from, tracking_uri(params.tracking), Path(tmp), params.preprocess) \
-            if params.train.init_from else None
+        init = init_weights(params, Path(tmp)) if params.train.init_from else None
     state = load_resume_state(
         state_dir, run_fingerprint(aug, params.model, params.train, params.preprocess, params.train.max_epochs, train, init)
     )

@@ -21,7 +21,7 @@ from lungseg import tracking
 from lungseg.config import Params, flatten_params
 from lungseg.dataset import load_split
 from lungseg.figures import plot_training_curves
-from lungseg.finetune import resolve_init
+from lungseg.finetune import init_weights
 from lungseg.training import InitWeights, fit, load_resume_state, run_fingerprint, steps_per_epoch, write_history_csv
 from lungseg.tuning import BEST_PARAMS_JSON, overlay_best_params
 
@@ -33,13 +33,8 @@ HISTORY_CSV = Path("reports/train_history.csv")
 
 def run(params: Params, processed_dir: Path | None = None) -> dict:
     """Train with ``params`` and log everything to MLflow; returns the train metrics."""
-    if not params.train.init_from:
-        return _run(params, processed_dir, None)
-    from lungseg.registry import tracking_uri
-
     with tempfile.TemporaryDirectory() as tmp:  # a downloaded registry model lives here while it is read
-        return _run(params, processed_dir, resolve_init(params.train.init_from, tracking_uri(params.tracking), Path(tmp),
-                                                      params.preprocess))
+        return _run(params, processed_dir, init_weights(params, Path(tmp)) if params.train.init_from else None)
 
 
 def _run(params: Params, processed_dir: Path | None, init: InitWeights | None) -> dict:
