@@ -40,6 +40,8 @@ def test_preprocess_outputs(reproduced: Path) -> None:  # noqa: F811
 def test_train_logged_run_model_and_reports(reproduced: Path) -> None:  # noqa: F811
     import mlflow
 
+    import lungseg.model  # noqa: F401 - registers the U-Net's custom layers (README: before loading it outside lungseg)
+
     metrics = json.loads((reproduced / "reports/train_metrics.json").read_text())
     assert metrics["epochs_run"] == 2 and 0.0 <= metrics["val_dice"] <= 1.0
     assert (reproduced / "models/model.keras").is_file()
