@@ -287,9 +287,9 @@ def test_rasterize_is_fast_on_full_size_slices() -> None:
     th = np.linspace(0, 2 * np.pi, 1000, endpoint=False)
     ring = np.column_stack([250 + 150 * np.cos(th) + 10 * np.sin(7 * th), 250 + 200 * np.sin(th)])
     contours = [_poly(ring.tolist(), k, geom) for k in range(120)]
-    start = time.perf_counter()
+    start = time.process_time()  # this process's CPU time: another job on the host does not count
     mask = rasterize_contours(contours, geom)
-    assert time.perf_counter() - start < 3.0
+    assert time.process_time() - start < 3.0
     assert mask[250, 250].all() and not mask[5, 5].any()
 
 

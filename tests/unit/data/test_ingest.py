@@ -194,7 +194,8 @@ def test_prepare_is_byte_identical_and_removes_stale_outputs(tmp_path) -> None:
     assert _digest(tmp_path / "again") == first
     shutil.rmtree(raw / "P2")
     prepare_cohort(raw, out, CFG)
-    assert sorted(_digest(out)) == ["P1_ct.nii.gz", "P1_lungs.nii.gz", "manifest.csv", "skipped.csv", "split.json"]
+    assert sorted(_digest(out)) == ["P1_ct.nii.gz", "P1_lungs.nii.gz", "folds.json", "manifest.csv", "skipped.csv",
+                                 "split.json"]
 
 
 def test_patient_name_never_written_or_logged(tmp_path, caplog, capsys) -> None:
