@@ -87,7 +87,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     outside = args.params == DEFAULT_PARAMS and not args.params.exists()
     params = Params() if outside else load_params(args.params)
     predict.run(params, args.inputs, args.out, model=args.model, overlay=args.overlay,
-                params_path=None if outside else args.params, output_types=args.output_type or ["nifti"],
+                params_path=None if outside else args.params,
+                output_types=list(dict.fromkeys(args.output_type or ["nifti"])),  # --output-type X --output-type Y
                 statistics=args.statistics, threshold=args.threshold, postprocess=not args.no_postprocess,
                 device=args.device, progress=not args.quiet)
 
@@ -169,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="a .keras file, a saved segmenter folder or an MLflow model URI "
                    "(default: models:/<tracking.registered_model>@champion of the project's registry)")
     p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png (three planes, lung contours)")
-    p.add_argument("--output-type", nargs="+", choices=["nifti", "dicom-seg", "rtstruct"], metavar="TYPE",
-                   help="one or more of nifti (<name>_lungs.nii.gz, the default), dicom-seg (<name>_seg.dcm) and "
+    p.add_argument("--output-type", nargs="+", action="extend", choices=["nifti", "dicom-seg", "rtstruct"],
+                   metavar="TYPE", help="one or more (a list, or the flag repeated) of nifti (<name>_lungs.nii.gz, the default), dicom-seg (<name>_seg.dcm) and "
                    "rtstruct (<name>_rtstruct.dcm, ROIs Lung_R/Lung_L); the DICOM ones need a DICOM folder input")
     p.add_argument("--statistics", action="store_true",
                    help="also write <name>_statistics.json: per lung volume, mean HU, emphysema index (%% below -950 HU)")

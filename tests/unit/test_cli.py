@@ -134,3 +134,14 @@ def test_dicom_seg_and_rtstruct_match_the_nifti_output(case, tmp_path: Path) -> 
         report = json.loads((out / f"{name}.json").read_text())
         assert report["outputs"] == {"nifti": f"{name}_lungs.nii.gz", "dicom-seg": f"{name}_seg.dcm",
                                      "rtstruct": f"{name}_rtstruct.dcm"}
+
+
+def test_output_type_takes_a_list_or_the_flag_repeated() -> None:
+    from lungseg.cli import build_parser
+
+    parser = build_parser()
+    listed = parser.parse_args(["predict", "ct.nii.gz", "--out", "o", "--output-type", "dicom-seg", "rtstruct"])
+    repeated = parser.parse_args(["predict", "ct.nii.gz", "--out", "o", "--output-type", "dicom-seg",
+                                  "--output-type", "rtstruct"])
+    assert listed.output_type == repeated.output_type == ["dicom-seg", "rtstruct"]  # not only the last one
+    assert parser.parse_args(["predict", "ct.nii.gz", "--out", "o"]).output_type is None  # the default: nifti
