@@ -232,6 +232,11 @@ def write_rtstruct(labels: np.ndarray, series_dir: str | Path, out_path: str | P
             series_description="lungseg lungs",
         )
         ds.copy_patient_and_study_information(ref.first)  # only what the CT has
+    # Frame of Reference module (Type 1 UID, Type 2 indicator) and RT Series' Type 2 OperatorsName: planning systems
+    # refuse a structure set without its frame of reference (dciodvfy names all three when they are absent)
+    ds.FrameOfReferenceUID = str(ref.first.FrameOfReferenceUID)
+    ds.PositionReferenceIndicator = str(ref.first.get("PositionReferenceIndicator", "") or "")
+    ds.OperatorsName = ""
     ds.StructureSetLabel = "lungseg"
     ds.StructureSetDate = DA(now.date())
     ds.StructureSetTime = TM(now.time())

@@ -196,6 +196,19 @@ def test_uids_follow_the_labels(synthetic, tmp_path) -> None:
     assert len(left.ContourSequence) == 0  # an empty lung: ROI kept, no contours
 
 
+def test_rtstruct_carries_the_ct_frame_of_reference(synthetic, tmp_path) -> None:
+    """Frame of Reference module (FrameOfReferenceUID Type 1, PositionReferenceIndicator Type 2) and RT Series'
+    OperatorsName (Type 2) are present: dciodvfy reported all three missing and planning systems need the first."""
+    folder, _, labels = synthetic
+    ct = pydicom.dcmread(next(p for p in sorted(folder.rglob("*")) if p.is_file()), stop_before_pixels=True)
+    rs = pydicom.dcmread(write_rtstruct(labels, folder, tmp_path / "rs.dcm"))
+    assert rs.FrameOfReferenceUID == ct.FrameOfReferenceUID
+    assert "PositionReferenceIndicator" in rs and "OperatorsName" in rs
+    assert rs.PositionReferenceIndicator == ct.get("PositionReferenceIndicator", "")
+    frames = rs.ReferencedFrameOfReferenceSequence
+    assert [f.FrameOfReferenceUID for f in frames] == [ct.FrameOfReferenceUID]
+
+
 @pytest.mark.parametrize("writer", [write_dicom_seg, write_rtstruct])
 def test_bad_input_is_one_line_and_keeps_earlier_output(synthetic, tmp_path, writer) -> None:
     folder, _, labels = synthetic
