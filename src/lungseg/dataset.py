@@ -105,18 +105,28 @@ def load_cases(processed_dir: Path, cases: list[str], splits: tuple[str, ...] = 
     Raises:
         LungsegError: a case is in none of ``splits`` (naming it), or ``cases`` is empty.
     """
-    if not cases:
-        raise LungsegError(f"{processed_dir}: no cases asked for")
+    return load_case_groups(processed_dir, [cases], splits)[0]
+
+
+def load_case_groups(
+    processed_dir: Path, groups: list[list[str]], splits: tuple[str, ...] = ("train", "val", "test")
+) -> list[SplitArrays]:
+    """:func:`load_cases` for several lists (a fold's train, val and test) reading each split once."""
     where: dict[str, tuple[SplitArrays, int]] = {}
     for split in splits:
         folder = Path(processed_dir) / split
         if (folder / "cases.json").is_file() and json.loads((folder / "cases.json").read_text()):
             arrays = load_split(processed_dir, split)
             where.update({c: (arrays, n) for n, c in enumerate(arrays.cases)})
-    missing = [c for c in cases if c not in where]
-    if missing:
-        raise LungsegError(f"{processed_dir}: case(s) not in the processed data: {', '.join(missing[:5])}; "
-                           "run `lungseg preprocess` again")
-    images = np.stack([where[c][0].images[where[c][1]] for c in cases])
-    masks = np.stack([where[c][0].masks[where[c][1]] for c in cases])
-    return SplitArrays(images, masks, list(cases))
+    out = []
+    for cases in groups:
+        if not cases:
+            raise LungsegError(f"{processed_dir}: no cases asked for")
+        missing = [c for c in cases if c not in where]
+        if missing:
+            raise LungsegError(f"{processed_dir}: case(s) not in the processed data: {', '.join(missing[:5])}; "
+                               "run `lungseg preprocess` again")
+        images = np.stack([where[c][0].images[where[c][1]] for c in cases])
+        masks = np.stack([where[c][0].masks[where[c][1]] for c in cases])
+        out.append(SplitArrays(images, masks, list(cases)))
+    return out

@@ -145,3 +145,15 @@ def test_output_type_takes_a_list_or_the_flag_repeated() -> None:
                                   "--output-type", "rtstruct"])
     assert listed.output_type == repeated.output_type == ["dicom-seg", "rtstruct"]  # not only the last one
     assert parser.parse_args(["predict", "ct.nii.gz", "--out", "o"]).output_type is None  # the default: nifti
+
+
+def test_cv_fold_out_of_range_or_without_folds_is_one_line(tmp_path: Path, capsys) -> None:
+    import json
+
+    assert main(["cv-fold", "--fold", "0", "--interim", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "folds.json: cannot read the cross-validation folds" in err[0] and "lungseg prepare" in err[0]
+    (tmp_path / "folds.json").write_text(json.dumps({"k": 2, "seed": 42, "folds": [{"train": [], "val": [], "test": []}] * 2}))
+    assert main(["cv-fold", "--fold", "5", "--interim", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"lungseg cv-fold: error: --fold 5: {tmp_path}/folds.json has folds 0 to 1"]

@@ -17,7 +17,7 @@ from pathlib import Path
 from lungseg import tracking
 from lungseg.config import Params, flatten_params
 from lungseg.crossval import fold_report, fold_report_path, read_folds, score_cases
-from lungseg.dataset import load_cases
+from lungseg.dataset import load_case_groups
 from lungseg.errors import LungsegError
 from lungseg.training import fit, load_resume_state, run_fingerprint
 from lungseg.tuning import BEST_PARAMS_JSON, overlay_best_params
@@ -37,7 +37,7 @@ def run(params: Params, fold: int, processed_dir: Path | None = None, interim_di
     if not 0 <= fold < len(folds["folds"]):
         raise LungsegError(f"--fold {fold}: {interim}/folds.json has folds 0 to {len(folds['folds']) - 1}")
     cases = folds["folds"][fold]
-    train, val, test = (load_cases(processed, cases[s]) for s in ("train", "val", "test"))
+    train, val, test = load_case_groups(processed, [cases[s] for s in ("train", "val", "test")])
     aug, tuned = overlay_best_params(params.augment, BEST_PARAMS_JSON)
     params = dataclasses.replace(params, augment=aug)
     model_path, state_dir = Path(f"models/cv/fold_{fold}.keras"), Path(f"models/cv/fold_{fold}_state")
