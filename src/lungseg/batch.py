@@ -17,12 +17,14 @@ import numpy as np
 
 from lungseg.data.geometry import Geometry
 from lungseg.errors import CaseError, LungsegError
+from lungseg.fileio import atomic_write_text
 from lungseg.inference import Segmentation, Segmenter, case_name
 
 log = logging.getLogger(__name__)
 
 OUTPUT_TYPES = ("nifti", "dicom-seg", "rtstruct")
 SUFFIXES = {"nifti": "_lungs.nii.gz", "dicom-seg": "_seg.dcm", "rtstruct": "_rtstruct.dcm"}
+STATISTICS_CSV = "statistics.csv"
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,26 @@ class CaseResult:
     error: str | None = None
     outputs: dict[str, Path] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    statistics: dict[str, dict[str, float | int | None]] | None = None
+
+
+def write_statistics_csv(results: Sequence[CaseResult], path: Path) -> Path:
+    """One row per case: ``case``, ``input``, ``error`` and the densitometry
+    (:func:`lungseg.densitometry.flatten` columns ``<region>_<measure>``, empty for a failed case);
+    rewritten whole (atomically) after every case, so an interrupted batch keeps the rows done."""
+    import csv
+    import io
+
+    from lungseg.densitometry import MEASURES, REGIONS, flatten
+
+    columns = ["case", "input", "error", *(f"{r}_{m}" for r in REGIONS for m in MEASURES)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in results:
+        writer.writerow({"case": r.name, "input": r.input, "error": r.error or "",
+                         **(flatten(r.statistics) if r.statistics else {})})
+    return atomic_write_text(path, buf.getvalue())
 
 
 def _unique_names(paths: Sequence[Path]) -> list[str]:
@@ -116,8 +138,9 @@ def predict_paths(
     shape and affine; 1 right, 2 left), ``<name>_seg.dcm`` (DICOM SEG) and/or
     ``<name>_rtstruct.dcm`` (RTSTRUCT, ROIs ``Lung_R``/``Lung_L``), both referencing the input
     DICOM series; always ``<name>.json`` (volumes in mL, quality warnings and their checks,
-    timings in s, input, shapes); with ``statistics`` ``<name>_statistics.json`` (per lung
-    volume, mean HU, emphysema index; :func:`lungseg.quality.lung_statistics`); with
+    timings in s, input, shapes); with ``statistics`` ``<name>_statistics.json`` (the lung
+    densitometry per lung, per third and in total: :mod:`lungseg.densitometry`) and one
+    ``statistics.csv`` for the batch (:func:`write_statistics_csv`); with
     ``overlay`` ``<name>_overlay.png`` (three planes, CT with the lung contours).
     A failing case is logged as one line and returned with ``error`` set; warnings are logged.
     """
@@ -136,12 +159,15 @@ def predict_paths(
             t = time.perf_counter()
             written = _write_outputs(seg, geometry, path, out, name, output_types)
             seg.timings_s["write"] = time.perf_counter() - t
+            stats = None
             if statistics:
-                from lungseg.quality import lung_statistics
+                from lungseg.densitometry import densitometry
 
-                stats_path = out / f"{name}_statistics.json"
-                stats_path.write_text(json.dumps(lung_statistics(seg.labels, hu, geometry.voxel_volume_ml), indent=2) + "\n")
-                written["statistics"] = stats_path
+                t = time.perf_counter()
+                stats = densitometry(seg.labels, hu, geometry)
+                written["statistics"] = atomic_write_text(out / f"{name}_statistics.json",
+                                                          json.dumps(stats, indent=2) + "\n")
+                seg.timings_s["statistics"] = time.perf_counter() - t
             png = None
             if overlay:
                 from lungseg.figures import CaseView, plot_cases_three_planes
@@ -167,7 +193,9 @@ def predict_paths(
                 "timings_s": {k: round(v, 3) for k, v in seg.timings_s.items()},
             }, indent=2) + "\n")  # fmt: skip
             results.append(CaseResult(str(path), name, written.get("nifti"), report, png, seg.volumes_ml,
-                                      outputs=written, warnings=tuple(seg.warnings)))
+                                      outputs=written, warnings=tuple(seg.warnings), statistics=stats))
+            if statistics:
+                write_statistics_csv(results, out / STATISTICS_CSV)
             log.info("%s: right %.0f mL, left %.0f mL (%.1f s)", name, seg.volumes_ml["right"],
                      seg.volumes_ml["left"], seg.timings_s["total"])
             for w in seg.warnings:
@@ -176,4 +204,6 @@ def predict_paths(
             message = str(e) if isinstance(e, CaseError) else f"{path}: {type(e).__name__}: {e}"
             log.error("%s", message)
             results.append(CaseResult(str(path), name, error=message))
+            if statistics:
+                write_statistics_csv(results, out / STATISTICS_CSV)
     return results

@@ -174,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="TYPE", help="one or more (a list, or the flag repeated) of nifti (<name>_lungs.nii.gz, the default), dicom-seg (<name>_seg.dcm) and "
                    "rtstruct (<name>_rtstruct.dcm, ROIs Lung_R/Lung_L); the DICOM ones need a DICOM folder input")
     p.add_argument("--statistics", action="store_true",
-                   help="also write <name>_statistics.json: per lung volume, mean HU, emphysema index (%% below -950 HU)")
+                   help="also write <name>_statistics.json and one statistics.csv: lung densitometry per lung, per "
+                   "third and in total (CIP's measures: volume, mass, mean/SD/median HU, PD15, Perc10, "
+                   "LAA-950/-910/-856 %%, HAA -700/-600/-250 %%)")
     p.add_argument("--threshold", type=_threshold,
                    help="one probability threshold everywhere (turns the model's full-resolution surface off)")
     p.add_argument("--no-postprocess", action="store_true",

@@ -20,8 +20,7 @@ response, the log and ``evaluate``'s per-case report carry them:
   joined to the lungs that the model did not call lung (:func:`aerated_left_out`): on real
   planning CTs a network that misses whole regions of aerated lung leaves exactly that.
 
-:func:`lung_statistics` gives per-lung volume, mean HU and the emphysema index (LAA-950:
-percentage of lung voxels below -950 HU), as ``lungseg predict --statistics`` writes them.
+The densitometry ``lungseg predict --statistics`` writes is :mod:`lungseg.densitometry`.
 """
 
 from __future__ import annotations
@@ -38,11 +37,9 @@ AIR_HU = -900.0
 MIN_AIR_FRACTION = 1e-3
 UNCERTAIN = (0.3, 0.7)
 MAX_UNCERTAIN = 0.2
-EMPHYSEMA_HU = -950.0
 AERATED_HU = (-950.0, -600.0)  # parenchyma: below -950 is gas (airways, bowel), above -600 partial volume or tissue
 MAX_LEFT_OUT = 0.03
 MIN_LEFT_OUT_ML = 50.0
-SIDES = {"right": 1, "left": 2}
 
 
 def aerated_left_out(lungs: np.ndarray, hu: np.ndarray) -> np.ndarray:
@@ -122,25 +119,3 @@ def assess(
                             f"{AERATED_HU[1]:.0f} HU) joined to the lungs is not in the mask ({100 * left_out_ml / total:.0f}% "
                             "of the lung volume): the model may have missed lung there")
     return {"warnings": warnings, "checks": checks}
-
-
-def lung_statistics(labels: np.ndarray, hu: np.ndarray, voxel_ml: float) -> dict[str, dict[str, float]]:
-    """Per lung (``right``, ``left``) and ``total``: voxels, volume in mL, mean HU and the
-    emphysema index (LAA-950, % of the lung's voxels below -950 HU; None for an empty lung)."""
-    lab = np.asarray(labels).ravel()
-    values = np.asarray(hu, dtype=np.float64).ravel()
-    counts = np.bincount(lab, minlength=3)[:3]
-    sums = np.bincount(lab, weights=values, minlength=3)[:3]
-    low = np.bincount(lab[values < EMPHYSEMA_HU], minlength=3)[:3]
-    out = {}
-    for name, idx in (*SIDES.items(), ("total", None)):
-        n = int(counts[1:].sum()) if idx is None else int(counts[idx])
-        s = float(sums[1:].sum()) if idx is None else float(sums[idx])
-        k = int(low[1:].sum()) if idx is None else int(low[idx])
-        out[name] = {
-            "voxels": n,
-            "volume_ml": round(n * voxel_ml, 2),
-            "mean_hu": round(s / n, 1) if n else None,
-            "emphysema_index_pct": round(100.0 * k / n, 2) if n else None,
-        }
-    return out

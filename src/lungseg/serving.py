@@ -4,7 +4,12 @@ Contract of ``POST /invocations`` (``mlflow models serve``)::
 
     request   {"inputs": ["<base64 of a .nii or .nii.gz CT>", ...]}
     response  {"predictions": [{"mask": "<base64 .nii.gz>",
-                                "volume_ml": {"right": ..., "left": ..., "total": ...}}, ...]}
+                                "volume_ml": {"right": ..., "left": ..., "total": ...},
+                                "warnings": [...],
+                                "statistics": {"total": {...}, "right": ..., "left_lower": ...}}, ...]}
+
+``statistics`` is the lung densitometry (:mod:`lungseg.densitometry`: per lung, per third
+and in total), what ``lungseg predict --statistics`` writes.
 
 The mask has the input's shape and affine (uint8, 0 background, 1 right lung, 2 left
 lung). Inputs may have any size, orientation and spacing. ``predict`` is type-hinted
@@ -82,13 +87,15 @@ def decode_input(item: Any, index: int) -> bytes:
 
 
 def segment_nifti_bytes(segmenter: Segmenter, data: bytes, name: str) -> dict[str, Any]:
-    """One CT (NIfTI file contents) -> ``{"mask": base64 .nii.gz, "volume_ml": {...}, "warnings": [...]}``
-    (the quality warnings of :mod:`lungseg.quality`, also logged).
+    """One CT (NIfTI file contents) -> ``{"mask": base64 .nii.gz, "volume_ml": {...}, "warnings": [...],
+    "statistics": {...}}`` (the quality warnings of :mod:`lungseg.quality`, also logged; the lung
+    densitometry per lung, per third and in total of :mod:`lungseg.densitometry`).
 
     Raises:
         CaseError: (naming ``name``) not NIfTI, not 3D, NaN voxels, ...
     """
     from lungseg.data.nifti import nifti_bytes, read_nifti_bytes
+    from lungseg.densitometry import densitometry
     from lungseg.inference import check_volume
 
     array, geometry = read_nifti_bytes(data, name)
@@ -101,6 +108,7 @@ def segment_nifti_bytes(segmenter: Segmenter, data: bytes, name: str) -> dict[st
         "mask": base64.b64encode(mask).decode("ascii"),
         "volume_ml": {k: round(float(v), 2) for k, v in seg.volumes_ml.items()},
         "warnings": seg.warnings,
+        "statistics": densitometry(seg.labels, array, geometry),
     }
 
 

@@ -1,4 +1,4 @@
-"""Quality warnings and lung statistics: each warning fires on the case it describes and not on a normal one."""
+"""Quality warnings: each warning fires on the case it describes and not on a normal one."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from lungseg.data.nifti import read_nifti
 from lungseg.preprocessing import canonical_ornt, to_canonical
-from lungseg.quality import assess, lung_statistics
+from lungseg.quality import assess
 from tests.phantoms import small_patient
 
 REAL = Path(__file__).resolve().parents[2].parent / "shared" / "real-ct"
@@ -72,19 +72,6 @@ def test_the_real_lung_bases_case_is_partial_coverage() -> None:
     q = assess(to_canonical(labels, canonical_ornt(geometry)), {"right": ml / 2, "left": ml / 2, "total": ml}, hu, None)
     assert [w.split(":")[0] for w in q["warnings"]] == ["partial coverage"], q
     assert q["checks"]["touches_last_slice"] is True and q["checks"]["touches_first_slice"] is False
-
-
-def test_lung_statistics_per_lung(normal) -> None:
-    hu, geometry, labels = normal
-    stats = lung_statistics(labels, hu, geometry.voxel_volume_ml)
-    for name, lab in (("right", 1), ("left", 2)):
-        m = labels == lab
-        assert stats[name]["voxels"] == int(m.sum())
-        assert stats[name]["volume_ml"] == pytest.approx(m.sum() * geometry.voxel_volume_ml, abs=0.01)
-        assert stats[name]["mean_hu"] == pytest.approx(float(hu[m].mean()), abs=0.06)
-        assert stats[name]["emphysema_index_pct"] == pytest.approx(100 * float((hu[m] < -950).mean()), abs=0.006)
-    assert stats["total"]["voxels"] == int((labels > 0).sum())
-    assert lung_statistics(np.zeros_like(labels), hu, 1.0)["left"]["mean_hu"] is None
 
 
 def test_aerated_lung_left_out_of_the_mask_is_a_warning(normal) -> None:

@@ -12,6 +12,7 @@ import pytest
 from lungseg.config import PostprocessConfig, PreprocessConfig, TrackingConfig
 from lungseg.data.geometry import Geometry
 from lungseg.data.nifti import nifti_bytes, read_nifti_bytes
+from lungseg.densitometry import REGIONS, densitometry
 from lungseg.errors import LungsegError
 from lungseg.serving import RequestError, SegmenterModel, decode_input, download_model, save_segmenter_model
 
@@ -53,7 +54,7 @@ def test_contract_mask_has_the_inputs_shape_and_affine(pyfunc) -> None:
     _, model = pyfunc
     hu, g, b64 = _ct()
     out = model.predict([b64, b64])
-    assert len(out) == 2 and set(out[0]) == {"mask", "volume_ml", "warnings"}
+    assert len(out) == 2 and set(out[0]) == {"mask", "volume_ml", "warnings", "statistics"}
     raw = base64.b64decode(out[0]["mask"])
     assert raw[:2] == b"\x1f\x8b"  # .nii.gz
     labels, mg = read_nifti_bytes(raw, "mask")
@@ -64,6 +65,9 @@ def test_contract_mask_has_the_inputs_shape_and_affine(pyfunc) -> None:
     assert set(vol) == {"right", "left", "total"}
     assert vol["right"] == pytest.approx((labels == 1).sum() * g.voxel_volume_ml, abs=0.01)
     assert vol["total"] == pytest.approx(vol["right"] + vol["left"], abs=0.02)
+    stats = out[0]["statistics"]  # the densitometry of the returned mask on the sent CT
+    assert set(stats) == set(REGIONS) and stats == densitometry(labels, hu, g)
+    assert stats["right"]["volume_l"] == pytest.approx(vol["right"] / 1000, abs=1e-4)
     codes = [w.split(":")[0] for w in out[0]["warnings"]]
     assert ("no lung" in codes) == (vol["total"] < 50)  # a 24x20x12 toy scan holds well under 50 mL
     assert out[1] == out[0]
