@@ -27,6 +27,7 @@ def test_bad_params_key_is_one_line_error(tmp_path: Path, capsys) -> None:
 
 # --------------------------------------------------------------------------- predict's options
 
+import csv  # noqa: E402
 import json  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -84,8 +85,10 @@ def test_quiet_statistics_threshold_and_no_postprocess(case, tmp_path: Path, cap
     assert "predict:" not in capsys.readouterr().err  # no progress bar
     report = json.loads((out / "case.json").read_text())
     stats = json.loads((out / "case_statistics.json").read_text())
-    assert report["volumes_ml"]["total"] > 0 and stats["total"]["volume_ml"] == pytest.approx(report["volumes_ml"]["total"], abs=0.05)
-    assert stats["right"]["mean_hu"] is not None and 0.0 <= stats["total"]["emphysema_index_pct"] <= 100.0
+    assert report["volumes_ml"]["total"] > 0 and stats["total"]["volume_l"] == pytest.approx(report["volumes_ml"]["total"] / 1000, abs=1e-4)
+    assert stats["right"]["hu_mean"] is not None and 0.0 <= stats["total"]["laa950_pct"] <= 100.0
+    rows = list(csv.DictReader((out / "statistics.csv").open()))  # one row per case, the same figures
+    assert [r["case"] for r in rows] == ["case"] and float(rows[0]["left_lower_hu_mean"]) == stats["left_lower"]["hu_mean"]
     assert any(w.startswith("low confidence") for w in report["warnings"])  # all of it at p = 0.5
     assert main([*base, "--threshold", "0.6"]) == 0  # above 0.5: nothing is lung
     assert json.loads((out / "case.json").read_text())["volumes_ml"]["total"] == 0.0
