@@ -12,7 +12,9 @@ Per case and method (labels ``[i, j, k]`` on the CT's own grid, > 0 = lung):
 * with a mask: ``dice``, ``iou`` (both lungs together: the real masks do not split sides),
   ``hd95_mm``/``msd_mm`` (surface distances of the whole lung), ``true_volume_ml``, and
   ``volume_below_truth_ml``: predicted lung lying inferior to the mask's lowest voxel by
-  more than one voxel (below the diaphragm on an abdominal scan).
+  more than one voxel (below the diaphragm on an abdominal scan);
+* with a mask, ``densitometry_diff``: how far the mask error moves the lung densitometry
+  (:func:`densitometry_differences`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from scipy import ndimage
 
 from lungseg.config import RealCTCase
 from lungseg.data.geometry import Geometry
+from lungseg.densitometry import densitometry
 from lungseg.errors import CaseError
 from lungseg.metrics import dice, iou, surface_distances
 
@@ -74,15 +77,44 @@ def mask_on_grid(mask: np.ndarray, mask_geometry: Geometry, geometry: Geometry) 
 
 
 def split_sides(mask: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """A binary lung mask as labels for drawing: 1 on the patient's right of its centroid, 2 on the left."""
+    """A binary lung mask as right (1) and left (2) lung: each connected component goes whole to the side of
+    the mask's centroid its own centroid lies on; a component with over 10% of its voxels on either side (the
+    lungs touching at the anterior junction) is split voxel by voxel at that centroid."""
     m = np.asarray(mask) > 0
     if not m.any():
         return m.astype(np.uint8)
     affine = geometry.affine_lps()
     idx = np.argwhere(m)
     x = idx @ affine[0, :3] + affine[0, 3]  # LPS x grows toward the patient's left
+    left = x >= x.mean()
+    components, _ = ndimage.label(m)
+    comp = components[tuple(idx.T)]
+    n = np.bincount(comp)
+    frac_left = np.bincount(comp, weights=left) / np.maximum(n, 1)
+    whole = np.minimum(frac_left, 1 - frac_left) <= 0.1
+    side_left = np.where(whole[comp], frac_left[comp] > 0.5, left)
     out = np.zeros(m.shape, np.uint8)
-    out[tuple(idx.T)] = np.where(x < x.mean(), 1, 2)
+    out[tuple(idx.T)] = np.where(side_left, 2, 1)
+    return out
+
+
+#: Densitometry differences reported per real case: predicted minus reference (mask) figure.
+DENSITOMETRY_DIFFERENCES = {"laa950_pp": "laa950_pct", "pd15_hu": "pd15_hu", "volume_pct": "volume_l"}
+
+
+def densitometry_differences(pred: dict, ref: dict) -> dict[str, dict[str, float | None]]:
+    """Per region of :mod:`lungseg.densitometry`: LAA-950 (percentage points), PD15 (HU) and volume (% of the
+    reference volume), predicted minus reference; None where either region is empty."""
+    out: dict[str, dict[str, float | None]] = {}
+    for region, r in ref.items():
+        p, row = pred[region], {}
+        for key, measure in DENSITOMETRY_DIFFERENCES.items():
+            a, b = p[measure], r[measure]
+            if a is None or b is None or (measure == "volume_l" and not b):
+                row[key] = None
+            else:
+                row[key] = round(100.0 * (a - b) / b if measure == "volume_l" else a - b, 3)
+        out[region] = row
     return out
 
 
@@ -140,9 +172,14 @@ def score(labels: np.ndarray, scan: RealScan) -> dict[str, float]:
 def evaluate_real(
     cases: dict[str, RealCTCase], methods: dict[str, Segment], root: Path = Path("."),
     on_labels: Callable[[RealScan, dict[str, np.ndarray]], None] | None = None,
+    densitometry_tables: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Score every available case with every method: ``{case: {method: metrics}}``.
 
+    A case with a reference mask also gets, per method, ``densitometry_diff``
+    (:func:`densitometry_differences` against the densitometry of the reference mask, its
+    sides by :func:`split_sides`); the full tables (``reference`` and each method) go into
+    ``densitometry_tables[case]`` when a dict is given.
     ``on_labels`` is called with each scan and its labels per method (e.g. to draw them).
     A case that cannot be read is logged as one line and left out.
     """
@@ -156,6 +193,14 @@ def evaluate_real(
         results = {method: segment(scan.hu, scan.geometry) for method, segment in methods.items()}
         labels = {method: getattr(r, "labels", r) for method, r in results.items()}
         out[name] = {method: score(lab, scan) for method, lab in labels.items()}
+        if scan.truth is not None and scan.truth.any():
+            ref = densitometry(split_sides(scan.truth, scan.geometry), scan.hu, scan.geometry)
+            tables = {"reference": ref}
+            for method, lab in labels.items():
+                tables[method] = densitometry(lab, scan.hu, scan.geometry)
+                out[name][method]["densitometry_diff"] = densitometry_differences(tables[method], ref)
+            if densitometry_tables is not None:
+                densitometry_tables[name] = tables
         for method, r in results.items():
             if hasattr(r, "warnings"):  # a Segmentation (lungseg.inference): its quality warnings
                 out[name][method]["warnings"] = r.warnings

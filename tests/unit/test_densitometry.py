@@ -145,3 +145,23 @@ def test_thirds_match_cips_own_label_map_on_copdgene() -> None:
     stats = densitometry(labels, np.asarray(ct), g)
     assert stats["left_upper"]["voxels"] == int((region == 9).sum())
     assert 0 < stats["total"]["laa950_pct"] < 100 and -1000 < stats["total"]["pd15_hu"] < -800
+
+
+def test_reference_sides_follow_components_and_differences_are_pred_minus_ref() -> None:
+    from lungseg.real_ct import densitometry_differences, split_sides
+
+    labels, hu, g = _two_lungs(((1, 0, 0), (0, 1, 0), (0, 0, 1)))
+    mask = labels > 0
+    mask[1, :, :] = False  # two components: column 0 (right) and columns 2-3 (left), centroid between them
+    sides = split_sides(mask, g)
+    assert (sides[0] == 1 * mask[0]).all() and (sides[2:] == 2 * mask[2:]).all()
+    ref = densitometry(labels, hu, g)
+    pred_labels = labels.copy()
+    pred_labels[:, :, 9] = 0  # the prediction misses the top slice (-910 right, -810 left)
+    diff = densitometry_differences(densitometry(pred_labels, hu, g), ref)
+    assert set(diff) == set(REGIONS)
+    assert diff["total"]["volume_pct"] == pytest.approx(-100 / 9, abs=1e-3)
+    # right lung: LAA-950 4 of 8 slices instead of 4 of 9
+    assert diff["right"]["laa950_pp"] == pytest.approx(100 * 4 / 8 - 100 * 4 / 9, abs=2e-3)
+    empty = densitometry_differences(densitometry(np.zeros_like(labels), hu, g), ref)
+    assert empty["total"] == {"laa950_pp": None, "pd15_hu": None, "volume_pct": -100.0}

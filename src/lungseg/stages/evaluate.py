@@ -2,8 +2,9 @@
 
 Writes ``reports/metrics.json`` (means and standard deviations, U-Net and baseline; the
 real scans of ``evaluate.real_ct`` under ``real_<case>`` keys), ``reports/per_case.csv``,
-``<figures_dir>/test/<case>.png`` (the paper's Fig. 6) and ``<figures_dir>/real/<case>.png``,
-then calls :func:`register`.
+``<figures_dir>/test/<case>.png`` (the paper's Fig. 6), ``<figures_dir>/real/<case>.png`` and
+``reports/real_densitometry.json`` (each real case's lung densitometry from the reference mask and
+from each method: :mod:`lungseg.densitometry`), then calls :func:`register`.
 
 Registration is keyed by a hash of the model file and its preprocessing/post-processing
 config (tag ``lungseg_key``): running it again for the same model registers nothing new.
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 METRICS_JSON = Path("reports/metrics.json")
 PER_CASE_CSV = Path("reports/per_case.csv")
+REAL_DENSITOMETRY_JSON = Path("reports/real_densitometry.json")
 
 
 def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | None = None) -> dict:
@@ -77,9 +79,11 @@ def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | N
     metrics["cascade"] = refine is not None
     metrics["surface"] = params.postprocess.surface.enabled
     metrics["warnings"] = {r["case"]: r["warnings"].split("; ") for r in unet_rows if r["warnings"]}
-    real = evaluate_real_ct(params, segmenter)
+    tables: dict = {}
+    real = evaluate_real_ct(params, segmenter, tables)
     metrics.update({f"real_{name}": rows for name, rows in real.items()})
     METRICS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    REAL_DENSITOMETRY_JSON.write_text(json.dumps(tables, indent=1) + "\n")
     METRICS_JSON.write_text(json.dumps(metrics, indent=1) + "\n")
     write_per_case_csv(PER_CASE_CSV, unet_rows, base_rows)
     u = metrics["unet"]
@@ -100,8 +104,9 @@ def refine_model(params: Params):  # noqa: ANN201 - a Refiner or None
     return Refiner(load_keras_model(params.refine.model_path, hint="; run `lungseg train_refine` first"), params.refine)
 
 
-def evaluate_real_ct(params: Params, segmenter) -> dict:  # noqa: ANN001 - a Segmenter
-    """Score ``evaluate.real_ct`` (cases found on disk) with the U-Net and, if on, the baseline.
+def evaluate_real_ct(params: Params, segmenter, tables: dict | None = None) -> dict:  # noqa: ANN001 - a Segmenter
+    """Score ``evaluate.real_ct`` (cases found on disk) with the U-Net and, if on, the baseline;
+    ``tables`` receives each case's densitometry (reference mask and each method).
 
     Draws ``<figures_dir>/real/<case>.png`` (three planes: U-Net, baseline, reference mask).
     """
@@ -121,7 +126,8 @@ def evaluate_real_ct(params: Params, segmenter) -> dict:  # noqa: ANN001 - a Seg
             views.append(CaseView(f"{scan.name} reference", scan.hu, split_sides(scan.truth, scan.geometry), scan.geometry))
         plot_cases_three_planes(views, out_dir / f"{scan.name}.png")
 
-    return evaluate_real(params.evaluate.real_ct, methods, on_labels=draw if params.evaluate.figures else None)
+    return evaluate_real(params.evaluate.real_ct, methods, on_labels=draw if params.evaluate.figures else None,
+                         densitometry_tables=tables)
 
 
 def model_key(params: Params) -> str:
