@@ -141,7 +141,8 @@ def predict_paths(
     timings in s, input, shapes); with ``statistics`` ``<name>_statistics.json`` (the lung
     densitometry per lung, per third and in total: :mod:`lungseg.densitometry`) and one
     ``statistics.csv`` for the batch (:func:`write_statistics_csv`); with
-    ``overlay`` ``<name>_overlay.png`` (three planes, CT with the lung contours).
+    ``overlay`` ``<name>_overlay.png`` (three planes: the lung contours over the lung thirds,
+    and the LAA-950 voxels; :func:`lungseg.figures.plot_lung_overlay`).
     A failing case is logged as one line and returned with ``error`` set; warnings are logged.
     """
     from tqdm import tqdm
@@ -170,13 +171,12 @@ def predict_paths(
                 seg.timings_s["statistics"] = time.perf_counter() - t
             png = None
             if overlay:
-                from lungseg.figures import CaseView, plot_cases_three_planes
+                from lungseg.figures import CaseView, plot_lung_overlay
 
                 t = time.perf_counter()
-                png = plot_cases_three_planes(
-                    [CaseView(name, hu, seg.labels, geometry)], out / f"{name}_overlay.png",
-                    f"{name}: right lung red, left cyan",
-                )
+                laa = f", LAA-950 {stats['total']['laa950_pct']:.1f}%" if stats and stats["total"]["voxels"] else ""
+                png = plot_lung_overlay(CaseView(name, hu, seg.labels, geometry), out / f"{name}_overlay.png",
+                                        f"{name}: {seg.volumes_ml['total']:.0f} mL of lung{laa}")
                 seg.timings_s["overlay"] = time.perf_counter() - t
             seg.timings_s["total"] = time.perf_counter() - t0
             report = out / f"{name}.json"

@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output folder (<name>_lungs.nii.gz, <name>.json)")
     p.add_argument("--model", help="a .keras file, a saved segmenter folder or an MLflow model URI "
                    "(default: models:/<tracking.registered_model>@champion of the project's registry)")
-    p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png (three planes, lung contours)")
+    p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png (three planes: lung contours over the lung thirds, and the LAA-950 voxels)")
     p.add_argument("--output-type", nargs="+", action="extend", choices=["nifti", "dicom-seg", "rtstruct"],
                    metavar="TYPE", help="one or more (a list, or the flag repeated) of nifti (<name>_lungs.nii.gz, the default), dicom-seg (<name>_seg.dcm) and "
                    "rtstruct (<name>_rtstruct.dcm, ROIs Lung_R/Lung_L); the DICOM ones need a DICOM folder input")

@@ -18,11 +18,11 @@ LUNG_WINDOW_HU = (-1350.0, 150.0)  # W 1500 / L -600
 LABEL_COLOURS = {1: "tab:red", 2: "tab:cyan"}  # 1 = right lung, 2 = left lung
 
 
-def _save(fig: plt.Figure, out_png: Path, title: str | None = None, dpi: int = 80) -> Path:
-    """Title, lay out, write and close a figure."""
+def _save(fig: plt.Figure, out_png: Path, title: str | None = None, dpi: int = 80, bottom: float = 0.0) -> Path:
+    """Title, lay out (leaving ``bottom`` of the height free, e.g. for a legend), write and close a figure."""
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.0, bottom, 1.0, 1.0))
     fig.savefig(out_png, dpi=dpi)
     plt.close(fig)
     return out_png
@@ -89,6 +89,54 @@ def plot_cases_three_planes(cases: list[CaseView], out_png: Path, title: str | N
             ax.set_title(f"{case.name} {name}", fontsize=9)
             ax.axis("off")
     return _save(fig, out_png, title)
+
+
+THIRD_COLOURS = ("tab:blue", "tab:green", "tab:orange")  # upper, middle, lower third (lungseg.densitometry)
+LAA_COLOUR = "magenta"
+
+
+def plot_lung_overlay(case: CaseView, out_png: Path, title: str | None = None, laa_hu: float = -950.0) -> Path:
+    """What the densitometry counts, on three planes through the lungs: top row the lung thirds
+    (:func:`lungseg.densitometry.thirds_map`; upper blue, middle green, lower orange) under the lung
+    contours (right red, left cyan); bottom row the lung voxels below ``laa_hu`` (LAA-950) in magenta."""
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    from lungseg.densitometry import thirds_map
+
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    ct, spacing = to_lps_display(case.ct_hu, case.geometry)
+    lab, _ = to_lps_display(case.labels, case.geometry)
+    thirds, _ = to_lps_display(thirds_map(case.labels, case.geometry), case.geometry)
+    idx = np.argwhere(lab > 0)
+    centre = [int(v) for v in (idx.mean(axis=0) if len(idx) else np.array(ct.shape) // 2)]
+    right = np.argwhere(lab == 1)
+    if len(right):  # sagittal through the right lung, not the mediastinum
+        centre[0] = int(right[:, 0].mean())
+    aspects = [spacing[1] / spacing[0], spacing[2] / spacing[0], spacing[2] / spacing[1]]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 8.4))
+    planes = zip(_planes(ct, centre), _planes(lab, centre), _planes(thirds, centre), aspects, ("axial", "coronal", "sagittal"))
+    for col, (img, msk, third, aspect, name) in enumerate(planes):
+        laa = (msk > 0) & (img < laa_hu)
+        for row, (layer, cmap, alpha) in enumerate((
+            (np.ma.masked_equal(third, 0), ListedColormap(list(THIRD_COLOURS)), 0.45),
+            (np.ma.masked_equal(laa.astype(np.uint8), 0), ListedColormap([LAA_COLOUR]), 0.9),
+        )):
+            ax = axes[row, col]
+            ax.imshow(img, cmap="gray", vmin=LUNG_WINDOW_HU[0], vmax=LUNG_WINDOW_HU[1], origin="lower", aspect=aspect)
+            ax.imshow(layer, cmap=cmap, vmin=1 if row == 0 else 0.5, vmax=3 if row == 0 else 1.5, alpha=alpha,
+                      origin="lower", aspect=aspect, interpolation="nearest")
+            for label, colour in LABEL_COLOURS.items():
+                if np.any(msk == label):
+                    ax.contour((msk == label).astype(float), levels=[0.5], colors=colour, linewidths=0.8)
+            ax.set_title(f"{case.name} {name}: " + ("thirds" if row == 0 else f"below {laa_hu:g} HU"), fontsize=9)
+            ax.axis("off")
+    handles = [Patch(color=c, label=f"{t} third") for c, t in zip(THIRD_COLOURS, ("upper", "middle", "lower"))]
+    handles += [Patch(color=LAA_COLOUR, label=f"lung below {laa_hu:g} HU (LAA)"),
+                Patch(color=LABEL_COLOURS[1], label="right lung"), Patch(color=LABEL_COLOURS[2], label="left lung")]
+    fig.legend(handles=handles, loc="lower center", ncol=6, fontsize=8, frameon=False)
+    return _save(fig, out_png, title, bottom=0.04)
 
 
 def plot_augmentation(

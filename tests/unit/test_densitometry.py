@@ -165,3 +165,23 @@ def test_reference_sides_follow_components_and_differences_are_pred_minus_ref() 
     assert diff["right"]["laa950_pp"] == pytest.approx(100 * 4 / 8 - 100 * 4 / 9, abs=2e-3)
     empty = densitometry_differences(densitometry(np.zeros_like(labels), hu, g), ref)
     assert empty["total"] == {"laa950_pp": None, "pd15_hu": None, "volume_pct": -100.0}
+
+
+def test_overlay_draws_the_thirds_and_the_laa_voxels(tmp_path: Path) -> None:
+    import matplotlib.image as mpimg
+
+    from lungseg.figures import CaseView, plot_lung_overlay
+
+    labels, hu, g = _two_lungs(((1, 0, 0), (0, 1, 0), (0, 0, 1)))
+    labels, hu = np.repeat(np.repeat(labels, 8, 0), 8, 1), np.repeat(np.repeat(hu, 8, 0), 8, 1)  # 32 x 40 in-plane
+    g = Geometry(labels.shape, (2.0, 2.0, 10.0), (0.0, 0.0, 0.0))
+
+    def magenta_pixels(values: np.ndarray) -> int:
+        png = plot_lung_overlay(CaseView("t", values, labels, g), tmp_path / "o.png")
+        rgb = mpimg.imread(png)[..., :3]
+        return int(((rgb[..., 0] > 0.8) & (rgb[..., 1] < 0.3) & (rgb[..., 2] > 0.8)).sum())
+
+    legend_only = magenta_pixels(np.where(labels > 0, -800.0, hu))  # no LAA: only the legend's patch
+    assert 0 < legend_only < 400
+    with_laa = magenta_pixels(hu)
+    assert with_laa > legend_only + 1000, (with_laa, legend_only)  # right lung slices 1-4 are below -950 HU
