@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.helpers.digests import file_digests
+
 from .conftest import run
 
 pytestmark = pytest.mark.pipeline
-
-
-def _digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +47,8 @@ def test_second_repro_does_nothing(reproduced: Path) -> None:
 
 
 def test_data_stages_are_byte_identical_when_rerun(reproduced: Path) -> None:
-    before_raw = _digest(reproduced / "data/raw/synthetic")
-    before_interim = _digest(reproduced / "data/interim")
+    before_raw = file_digests(reproduced / "data/raw/synthetic")
+    before_interim = file_digests(reproduced / "data/interim")
     run(["dvc", "repro", "--force", "prepare"], reproduced)
-    after = _digest(reproduced / "data/raw/synthetic"), _digest(reproduced / "data/interim")
+    after = file_digests(reproduced / "data/raw/synthetic"), file_digests(reproduced / "data/interim")
     assert after == (before_raw, before_interim)

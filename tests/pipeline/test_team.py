@@ -13,12 +13,13 @@ On the already reproduced tiny project (no second full run):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
+
+from tests.helpers.digests import file_digests
 
 from .conftest import run
 from .test_data_stages import reproduced  # noqa: F401  (shared module-scoped fixture)
@@ -32,11 +33,6 @@ METRICS_AND_PLOTS = {  # dvc.yaml metrics/plots, all `cache: false`
     "reports/train_history.csv", "reports/refine_metrics.json", "reports/refine_history.csv", "reports/metrics.json",
     "reports/per_case.csv",
 }
-
-
-def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +71,7 @@ def test_a_colleague_pulls_data_and_the_champion_without_retraining(published: P
     import mlflow
 
     for folder in ("models", "data/processed", "data/interim", "reports/figures"):
-        assert _digest(colleague / folder) == _digest(published / folder), folder
+        assert file_digests(colleague / folder) == file_digests(published / folder), folder
     assert "Data and pipelines are up to date" in run(["dvc", "status", *MAIN], colleague).stdout
     dry = run(["dvc", "repro", "--dry"], colleague).stdout
     assert "Running stage" not in dry, dry

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from tests.dicom_helpers import set_dicom_attrs
+from tests.helpers.digests import file_digests
 from lungseg.config import NiftiConfig, PrepareConfig
 from lungseg.data.dicom_write import StudyInfo, make_uid, write_ct_series, write_dicom_study, write_rtstruct
 from lungseg.data.geometry import Geometry
@@ -138,7 +139,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 
 def _digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
+    return file_digests(folder, recursive=False)
 
 
 # --------------------------------------------------------------------------- good DICOM cases

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pytest
 from lungseg.config import RealismConfig
 from lungseg.data.realism import apply_realism
 from lungseg.data.synthetic import make_phantom, synthesize_cohort
+from tests.helpers.digests import file_digests
 
 
 @pytest.fixture(scope="module")
@@ -85,20 +85,12 @@ def test_gas_arms_fissures_streaks_noise_and_padding(phantom) -> None:
     assert pad.hu[0, 0, 0] in (-3024.0, -2048.0) and pad.hu[48, 48, 0] == phantom.hu[48, 48, 0]
 
 
-def _digest(folder: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h.update(p.relative_to(folder).as_posix().encode() + p.read_bytes())
-    return h.hexdigest()
-
-
 def test_cohort_with_realism_off_is_byte_identical_and_on_is_readable(tmp_path: Path) -> None:
     from lungseg.inference import load_ct
 
     plain = synthesize_cohort(tmp_path / "plain", cases=1, seed=3, workers=1, max_matrix=64)
     off = synthesize_cohort(tmp_path / "off", cases=1, seed=3, workers=1, max_matrix=64, realism=RealismConfig())
-    assert plain == off and _digest(tmp_path / "plain") == _digest(tmp_path / "off")
+    assert plain == off and file_digests(tmp_path / "plain") == file_digests(tmp_path / "off")
     on = RealismConfig(fov_padding_p=1.0, apex_cut_p=1.0)
     rows = synthesize_cohort(tmp_path / "on", cases=1, seed=3, workers=1, max_matrix=64, realism=on)
     assert rows[0]["realism"] == "apex_cut;fov_padding" and rows[0]["n_slices"] < plain[0]["n_slices"]

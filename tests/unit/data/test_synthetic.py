@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -16,6 +15,7 @@ from lungseg.config import PrepareConfig
 from lungseg.data.dicom import read_dicom_case, scan_dicom_tree
 from lungseg.data.synthetic import MASK_NAMES, has_pathology, make_phantom, synthesize_cohort, write_case
 from lungseg.metrics import dice
+from tests.helpers.digests import file_digests
 
 MM = 128
 SEED = 7
@@ -45,14 +45,6 @@ def sick():
 def _voxel(ph, lps: list[float]) -> tuple[int, int, int]:
     ijk = np.rint(ph.geometry.lps_to_voxel(np.asarray(lps))).astype(int)
     return tuple(int(v) for v in np.clip(ijk, 0, np.asarray(ph.geometry.shape) - 1))  # type: ignore[return-value]
-
-
-def _digest(folder: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
-    }
 
 
 # ----------------------------------------------------------------------------- phantom
@@ -174,7 +166,7 @@ def test_cohort_is_byte_identical_for_any_worker_count(cohort, tmp_path: Path) -
     out, _ = cohort
     again = tmp_path / "again"
     synthesize_cohort(again, cases=3, seed=SEED, pathology_fraction=0.5, workers=1, max_matrix=112)
-    assert _digest(again) == _digest(out)
+    assert file_digests(again) == file_digests(out)
 
 
 def test_rerun_with_fewer_cases_removes_stale_patients(cohort, tmp_path: Path) -> None:
@@ -183,8 +175,8 @@ def test_rerun_with_fewer_cases_removes_stale_patients(cohort, tmp_path: Path) -
     shutil.copytree(out, copy)
     synthesize_cohort(copy, cases=2, seed=SEED, pathology_fraction=0.5, workers=1, max_matrix=112)
     assert sorted(p.name for p in copy.iterdir() if p.is_dir()) == ["LCTSC-SYN-001", "LCTSC-SYN-002"]
-    before = {k: v for k, v in _digest(out).items() if not k.startswith("LCTSC-SYN-003") and k != "cohort.csv"}
-    after = {k: v for k, v in _digest(copy).items() if k != "cohort.csv"}
+    before = {k: v for k, v in file_digests(out).items() if not k.startswith("LCTSC-SYN-003") and k != "cohort.csv"}
+    after = {k: v for k, v in file_digests(copy).items() if k != "cohort.csv"}
     assert after == before
 
 

@@ -10,13 +10,15 @@ Since 2026-12-02 the generator, the DICOM geometry and the augmentation do their
 algebra with :mod:`lungseg.data.exact` instead of BLAS/LAPACK, so the digests hold on every CPU
 (they used to depend on the OpenBLAS kernel: AVX2 and AVX-512 hosts wrote different cohorts);
 that change re-recorded them (same masks; vessel trees differ: 3% of voxels by 1-2 HU on average).
-The last test checks a full-size patient's digest with other BLAS kernels and numpy SIMD paths forced.
+The last tests check a full-size patient's digest with the host's own BLAS kernels and, on x86-64 CPUs that
+can run them, with other BLAS kernels and numpy SIMD paths forced.
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +27,12 @@ import numpy as np
 import pytest
 
 from lungseg.config import RealismConfig
-from lungseg.data.synthetic import make_phantom, synthesize_cohort
+from lungseg.data.synthetic import synthesize_cohort
+from tests.helpers.digests import phantom_digest as _phantom_digest
+from tests.helpers.digests import tree_digest
+from tests.helpers.host import has, is_x86_64, numpy_dispatch_targets
+
+REPO = Path(__file__).resolve().parents[3]
 
 MATRIX = 48
 SEED = 1  # patient 1 has pathology, patient 2 has none
@@ -41,26 +48,9 @@ ALL_REALISM = RealismConfig(**{f"{name}_p": 1.0 for name in (
     "bases_only", "apex_cut", "bowel_gas", "arms", "fissures", "streaks", "low_dose", "fov_padding")})  # fmt: skip
 
 
-def tree_digest(folder: Path) -> str:
-    """sha256 over every file's relative path and sha256, in sorted path order."""
-    h = hashlib.sha256()
-    for p in sorted(folder.rglob("*")):
-        if p.is_file():
-            h.update(p.relative_to(folder).as_posix().encode() + b"\0")
-            h.update(hashlib.sha256(p.read_bytes()).digest())
-    return h.hexdigest()
-
-
 def phantom_digest(seed: int | np.random.Generator, pathology: bool) -> str:
-    """sha256 over the HU array bytes and the packed masks (sorted by name) of one phantom
-    (``seed``: the generator, or ``n`` for ``default_rng([n, 0])``)."""
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng([seed, 0])
-    ph = make_phantom(rng, pathology, max_matrix=MATRIX)
-    h = hashlib.sha256(ph.hu.tobytes())
-    for name in sorted(ph.masks):
-        h.update(name.encode())
-        h.update(np.packbits(ph.masks[name]).tobytes())
-    return h.hexdigest()
+    """:func:`tests.helpers.digests.phantom_digest` at this module's matrix size."""
+    return _phantom_digest(seed, pathology, MATRIX)
 
 
 @pytest.mark.parametrize("seed, pathology", sorted(PHANTOM_DIGESTS))
@@ -88,22 +78,51 @@ def test_cohort_with_realism_is_unchanged(tmp_path: Path) -> None:
 FULL_SIZE_DIGEST = "80641d90690dfd8295c0e4499b7b3d935e7b8f747ebeacadae488d85e06467ae"
 
 
-def _digest_in_subprocess(env: dict[str, str], seed: list[int], max_matrix: int) -> str:
-    code = ("import sys; sys.path.insert(0, sys.argv[1]); import numpy as np; "
-            "import test_synthetic_checksum as t; t.MATRIX = int(sys.argv[3]); "
-            "print(t.phantom_digest(np.random.default_rng(eval(sys.argv[2])), False))")
-    proc = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent), repr(seed), str(max_matrix)],
+def _digest_in_subprocess(env: dict[str, str], seed: list[int], max_matrix: int) -> tuple[str, dict[str, bool]]:
+    """The phantom digest computed in a fresh interpreter with ``env``, and numpy's CPU features there."""
+    code = ("import sys, json; sys.path.insert(0, sys.argv[1]); from tests.helpers.digests import phantom_digest; "
+            "from tests.helpers.host import cpu_features; "
+            "print(phantom_digest(eval(sys.argv[2]), False, int(sys.argv[3]))); print(json.dumps(cpu_features()))")
+    proc = subprocess.run([sys.executable, "-W", "error::ImportWarning", "-c", code, str(REPO), repr(seed), str(max_matrix)],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout.strip()
+    digest, features = proc.stdout.strip().splitlines()
+    return digest, json.loads(features)
 
 
-def test_the_same_bits_with_other_blas_kernels_and_simd_paths() -> None:
-    """A full-size patient with the host's own BLAS kernels (AVX-512 ones where the CPU has it),
-    with OpenBLAS' Haswell (AVX2) kernels, and with Sandy Bridge ones (AVX, no FMA) plus numpy
-    without its AVX-512 loops: the same recorded digest each time (not so before lungseg.data.exact)."""
-    native = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
-    old_avx = dict(native, OPENBLAS_CORETYPE="Sandybridge",
-                   NPY_DISABLE_CPU_FEATURES="AVX512F AVX512CD AVX512_SKX AVX512_CLX AVX512_CNL AVX512_ICL AVX512_SPR")
-    for env in (native, dict(native, OPENBLAS_CORETYPE="Haswell"), old_avx):
-        assert _digest_in_subprocess(env, [2017, 0], 512) == FULL_SIZE_DIGEST, env.get("OPENBLAS_CORETYPE", "native")
+def _variant(name: str) -> tuple[dict[str, str], list[str]]:
+    """(extra environment, numpy dispatch targets that must be off there) of one kernel variant; skips
+    (naming what is missing) where this CPU cannot run it.
+
+    OpenBLAS' Haswell kernels need AVX2 and FMA, its Sandy Bridge ones AVX: forcing a core type the CPU
+    lacks dies of an illegal instruction, and neither exists outside x86-64. numpy's dispatch targets are
+    named as this numpy build names them (``X86_V3``, ``X86_V4``, ``AVX512_ICL``, ... in numpy 2.4; a name
+    it does not dispatch is ignored with an ImportWarning, which the subprocess turns into an error)."""
+    needs = {"haswell": ("AVX2", "FMA3"), "sandybridge": ("AVX",)}[name]
+    if not is_x86_64() or not has(*needs):
+        pytest.skip(f"OpenBLAS' {name} kernels need an x86-64 CPU with {' and '.join(needs)}; "
+                    f"this one ({platform.machine()}) has {[f for f in needs if has(f)] or 'none of them'}")
+    if name == "haswell":
+        return {"OPENBLAS_CORETYPE": "Haswell"}, []
+    above_avx = [t for t in numpy_dispatch_targets() if t.startswith(("X86_V3", "X86_V4", "AVX512"))]
+    return {"OPENBLAS_CORETYPE": "Sandybridge", "NPY_DISABLE_CPU_FEATURES": " ".join(above_avx)}, above_avx
+
+
+def _native_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES")}
+
+
+def test_the_same_bits_with_the_hosts_own_blas_kernels() -> None:
+    """A full-size patient with the host's own BLAS kernels and numpy loops (AVX-512 ones where the CPU has
+    them, NEON on Arm): the recorded digest, on any CPU."""
+    assert _digest_in_subprocess(_native_env(), [2017, 0], 512)[0] == FULL_SIZE_DIGEST
+
+
+@pytest.mark.parametrize("name", ["haswell", "sandybridge"])
+def test_the_same_bits_with_other_blas_kernels_and_simd_paths(name: str) -> None:
+    """The same patient with OpenBLAS' Haswell (AVX2) kernels, and with its Sandy Bridge ones (AVX, no FMA)
+    plus numpy without its AVX2 and AVX-512 loops: the same recorded digest (not so before lungseg.data.exact)."""
+    extra, off = _variant(name)
+    digest, features = _digest_in_subprocess({**_native_env(), **extra}, [2017, 0], 512)
+    assert not [t for t in off if features.get(t)], f"{name}: numpy still runs {off}"  # the variant is what it says
+    assert digest == FULL_SIZE_DIGEST, name
