@@ -46,6 +46,14 @@ if REAL_CT.is_dir():
     }
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/pipeline/ runs the real pipeline: marked `pipeline` (its modules say so) and `slow`."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here):
+            item.add_marker(pytest.mark.slow)
+
+
 def _merge(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
@@ -81,6 +89,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], root)
     run(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "init"], root)
     return root
+
+
+@pytest.fixture(scope="module")
+def reproduced(project: Path) -> Path:
+    """The project after `dvc repro` (run once per session; each later module's `dvc repro` finds it up to date)."""
+    run(["dvc", "repro"], project)
+    return project
 
 
 def free_port() -> int:

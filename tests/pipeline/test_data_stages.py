@@ -15,12 +15,6 @@ from .conftest import run
 pytestmark = pytest.mark.pipeline
 
 
-@pytest.fixture(scope="module")
-def reproduced(project: Path) -> Path:
-    run(["dvc", "repro"], project)
-    return project
-
-
 def test_repro_writes_dicom_cohort_and_prepared_nifti(reproduced: Path) -> None:
     raw = reproduced / "data/raw/synthetic"
     patients = sorted(p.name for p in raw.iterdir() if p.is_dir())

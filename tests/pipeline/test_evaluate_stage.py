@@ -10,12 +10,11 @@ import pytest
 import yaml
 
 from .conftest import REAL_CT, run
-from .test_data_stages import reproduced  # noqa: F401  (shared module-scoped fixture)
 
 pytestmark = pytest.mark.pipeline
 
 
-def test_evaluate_reports_unet_and_baseline_per_case(reproduced: Path) -> None:  # noqa: F811
+def test_evaluate_reports_unet_and_baseline_per_case(reproduced: Path) -> None:
     split = json.loads((reproduced / "data/interim/split.json").read_text())
     metrics = json.loads((reproduced / "reports/metrics.json").read_text())
     assert metrics["test_cases"] == len(split["test"]) >= 1
@@ -37,7 +36,7 @@ def test_evaluate_reports_unet_and_baseline_per_case(reproduced: Path) -> None: 
 
 
 @pytest.mark.skipif(not REAL_CT.is_dir(), reason=f"{REAL_CT} not present (shared real CTs beside the clone)")
-def test_evaluate_scores_the_real_cts_separately(reproduced: Path) -> None:  # noqa: F811
+def test_evaluate_scores_the_real_cts_separately(reproduced: Path) -> None:
     metrics = json.loads((reproduced / "reports/metrics.json").read_text())
     chest, no_lung = metrics["real_copdgene_10002k"], metrics["real_abdomen_no_lung"]
     assert 0.0 <= chest["unet"]["dice"] <= 1.0 and chest["baseline"]["dice"] > 0.95  # measured 0.964
@@ -52,7 +51,7 @@ def test_evaluate_scores_the_real_cts_separately(reproduced: Path) -> None:  # n
     assert not any(r["case"].startswith("real") or "copdgene" in r["case"] for r in rows)  # apart from the test split
 
 
-def test_champion_registered_once_and_again_in_a_fresh_registry(reproduced: Path) -> None:  # noqa: F811
+def test_champion_registered_once_and_again_in_a_fresh_registry(reproduced: Path) -> None:
     import mlflow
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{reproduced / 'mlflow.db'}")

@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from .conftest import run
-from .test_data_stages import reproduced  # noqa: F401  (shared module-scoped fixture)
 
 pytestmark = pytest.mark.pipeline
 
@@ -29,7 +28,7 @@ def _set_params(root: Path, **sections: dict) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def test_dvc_repro_on_own_data_runs_no_synthesize(reproduced: Path, tmp_path_factory) -> None:  # noqa: F811
+def test_dvc_repro_on_own_data_runs_no_synthesize(reproduced: Path, tmp_path_factory) -> None:
     root = _copy(reproduced, tmp_path_factory, "own")
     shutil.copytree(root / "data/raw/synthetic", root / "data/raw/own")  # a cohort of one's own (DICOM + RTSTRUCT)
     _set_params(root, data={"raw_dir": "data/raw/own"}, synthesize={"cases": 7})  # and the phantom's params changed
@@ -42,7 +41,7 @@ def test_dvc_repro_on_own_data_runs_no_synthesize(reproduced: Path, tmp_path_fac
 
 
 @pytest.fixture(scope="module")
-def cross_validated(reproduced: Path, tmp_path_factory) -> tuple[Path, str]:  # noqa: F811
+def cross_validated(reproduced: Path, tmp_path_factory) -> tuple[Path, str]:
     root = _copy(reproduced, tmp_path_factory, "cv")
     out = run(["dvc", "repro", "pipelines/cv/dvc.yaml"], root, timeout=1800).stdout
     return root, out
@@ -97,7 +96,7 @@ def test_cv_reports_per_fold_and_pooled_metrics_in_dvc_and_mlflow(cross_validate
     assert "Running stage" not in again, again
 
 
-def test_fine_tuning_from_the_registered_champion_is_recorded(reproduced: Path, tmp_path_factory) -> None:  # noqa: F811
+def test_fine_tuning_from_the_registered_champion_is_recorded(reproduced: Path, tmp_path_factory) -> None:
     import mlflow
 
     root = _copy(reproduced, tmp_path_factory, "finetune")

@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from .conftest import BIN, free_port, http_process
-from .test_data_stages import reproduced  # noqa: F401  (shared module-scoped fixture)
 
 pytestmark = pytest.mark.pipeline
 
@@ -119,7 +118,7 @@ def mlflow_server(postgres: str, tmp_path_factory: pytest.TempPathFactory) -> It
         yield url
 
 @pytest.fixture(scope="module")
-def worker_dir(reproduced: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def worker_dir(reproduced: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A machine's checkout: the reproduced project's params and processed arrays (no MLflow or Optuna store)."""
     root = tmp_path_factory.mktemp("worker")
     shutil.copy2(reproduced / "params.yaml", root / "params.yaml")

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from .conftest import BIN, run, free_port, http_process
-from .test_data_stages import reproduced  # noqa: F401  (shared module-scoped fixture)
 
 pytestmark = pytest.mark.pipeline
 
@@ -35,7 +34,7 @@ def _case(project: Path) -> tuple[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def saved_model(reproduced: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def saved_model(reproduced: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The pipeline's trained model saved as the segmenter pyfunc (with the project's configs)."""
     from lungseg.config import load_params
     from lungseg.serving import save_segmenter_model
@@ -56,7 +55,7 @@ def server(saved_model: Path, tmp_path_factory: pytest.TempPathFactory):
         yield url
 
 def test_server_segments_a_real_case_like_the_in_process_segmenter(
-    server: str, saved_model: Path, reproduced: Path  # noqa: F811
+    server: str, saved_model: Path, reproduced: Path
 ) -> None:
     from lungseg.data.nifti import read_nifti, read_nifti_bytes
     from lungseg.inference import Segmenter
@@ -111,7 +110,7 @@ def test_bad_payloads_get_400_and_the_server_keeps_serving(server: str, body: st
         assert r.status == 200
 
 
-def test_lungseg_predict_on_nifti_and_dicom_inputs(reproduced: Path, saved_model: Path) -> None:  # noqa: F811
+def test_lungseg_predict_on_nifti_and_dicom_inputs(reproduced: Path, saved_model: Path) -> None:
     case, ct_path = _case(reproduced)
     dicom = next(p for p in (reproduced / "data/raw/synthetic").iterdir() if p.is_dir())
     out = reproduced / "predictions"
@@ -128,7 +127,7 @@ def test_lungseg_predict_on_nifti_and_dicom_inputs(reproduced: Path, saved_model
     assert mask.shape == src.shape and np.allclose(mask.affine, src.affine, atol=1e-4)
 
 
-def test_lungseg_predict_without_model_uses_the_champion(reproduced: Path) -> None:  # noqa: F811
+def test_lungseg_predict_without_model_uses_the_champion(reproduced: Path) -> None:
     """After `dvc repro` the evaluate stage has registered the champion; without it the error says what to do."""
     _, ct_path = _case(reproduced)
     proc = run(["lungseg", "predict", str(ct_path), "--out", str(reproduced / "champion_out")], reproduced,

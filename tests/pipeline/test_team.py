@@ -22,7 +22,6 @@ import pytest
 from tests.helpers.digests import file_digests
 
 from .conftest import run
-from .test_data_stages import reproduced  # noqa: F401  (shared module-scoped fixture)
 
 pytestmark = pytest.mark.pipeline
 
@@ -36,7 +35,7 @@ METRICS_AND_PLOTS = {  # dvc.yaml metrics/plots, all `cache: false`
 
 
 @pytest.fixture(scope="module")
-def published(reproduced: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:  # noqa: F811
+def published(reproduced: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reproduced project with a default local-folder remote, committed and pushed."""
     remote = tmp_path_factory.mktemp("dvc-remote")
     run(["dvc", "remote", "add", "--force", "-d", "shared", str(remote)], reproduced)

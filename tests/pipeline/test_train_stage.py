@@ -10,12 +10,11 @@ import pytest
 
 from lungseg.config import load_params
 
-from .test_data_stages import reproduced  # noqa: F401  (shared module-scoped fixture)
 
 pytestmark = pytest.mark.pipeline
 
 
-def test_preprocess_outputs(reproduced: Path) -> None:  # noqa: F811
+def test_preprocess_outputs(reproduced: Path) -> None:
     processed = reproduced / "data/processed"
     split = json.loads((reproduced / "data/interim/split.json").read_text())
     pre = load_params(reproduced / "params.yaml").preprocess
@@ -37,7 +36,7 @@ def test_preprocess_outputs(reproduced: Path) -> None:  # noqa: F811
     assert (reproduced / "reports/figures/preprocess_example.png").stat().st_size > 10_000
 
 
-def test_train_logged_run_model_and_reports(reproduced: Path) -> None:  # noqa: F811
+def test_train_logged_run_model_and_reports(reproduced: Path) -> None:
     import mlflow
 
     import lungseg.model  # noqa: F401 - registers the U-Net's custom layers (README: before loading it outside lungseg)

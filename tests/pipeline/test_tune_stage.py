@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 
 from .conftest import run
-from .test_data_stages import reproduced  # noqa: F401  (shared module-scoped fixture)
 
 pytestmark = pytest.mark.pipeline
 
 
-def test_tune_wrote_best_params_and_figures(reproduced: Path) -> None:  # noqa: F811
+def test_tune_wrote_best_params_and_figures(reproduced: Path) -> None:
     best = json.loads((reproduced / "reports/tune/best_params.json").read_text())
     assert best["source"] == "tune" and best["trials"]["complete"] + best["trials"]["pruned"] == 2
     assert set(best["augment"]) == set(_search_space(reproduced))
@@ -26,7 +25,7 @@ def test_tune_wrote_best_params_and_figures(reproduced: Path) -> None:  # noqa: 
     assert ignored.returncode == 0
 
 
-def test_tune_mlflow_parent_with_one_child_per_trial(reproduced: Path) -> None:  # noqa: F811
+def test_tune_mlflow_parent_with_one_child_per_trial(reproduced: Path) -> None:
     import mlflow
 
     client = mlflow.MlflowClient(f"sqlite:///{reproduced / 'mlflow.db'}")
