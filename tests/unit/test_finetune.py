@@ -13,8 +13,7 @@ from lungseg.dataset import SplitArrays
 from lungseg.errors import LungsegError
 from lungseg.finetune import resolve_init
 from lungseg.training import fit, steps_per_epoch
-
-from .test_training import ZERO_AUG, _blobs
+from tests.helpers.training import ZERO_AUG, blob_split
 
 PRE = PreprocessConfig(shape=(16, 16, 16))
 SMALL = ModelConfig(base_filters=2, depth=1)
@@ -36,8 +35,7 @@ class _Counter(keras.callbacks.Callback):
 
 
 def _data(n: int, seed: int = 3) -> SplitArrays:
-    images, masks = _blobs(n, 16, seed)
-    return SplitArrays(images, masks, [f"c{i}" for i in range(n)])
+    return blob_split(n, seed)
 
 
 @pytest.mark.parametrize("cases", [2, 6])
@@ -55,6 +53,7 @@ def test_steps_per_epoch_zero_is_one_pass_over_the_cases() -> None:
     assert steps_per_epoch(TrainConfig(batch_size=4, steps_per_epoch=11), 7) == 11
 
 
+@pytest.mark.slow  # three trainings
 def test_fine_tuning_starts_from_the_given_weights(tmp_path: Path) -> None:
     cfg = TrainConfig(batch_size=2, max_epochs=1, steps_per_epoch=2, max_minutes=0.0)
     data, val = _data(4), _data(2, 9)
