@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ class CaseResult:
     outputs: dict[str, Path] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     statistics: dict[str, dict[str, float | int | None]] | None = None
+    seconds: float = 0.0
 
 
 def write_statistics_csv(results: Sequence[CaseResult], path: Path) -> Path:
@@ -62,7 +64,8 @@ def write_statistics_csv(results: Sequence[CaseResult], path: Path) -> Path:
     return atomic_write_text(path, buf.getvalue())
 
 
-def _unique_names(paths: Sequence[Path]) -> list[str]:
+def unique_names(paths: Sequence[Path]) -> list[str]:
+    """:func:`lungseg.inference.case_name` of each path, ``_2``, ``_3``... appended to repeats (case-insensitive)."""
     names, taken = [], set()
     for p in paths:
         base, name, n = case_name(p), case_name(p), 1
@@ -112,7 +115,7 @@ def _write_outputs(
     return written
 
 
-def _import_case_modules(dicom_in: bool, output_types: Sequence[str]) -> None:
+def import_case_modules(dicom_in: bool, output_types: Sequence[str]) -> None:
     """Import once, before the first case, what the cases need (readers, writers, post-processing),
     so the first case costs what every later one does (the imports are start-up, read from disk
     on a cold file cache: measured on host D, 1.77 s for the first case instead of 0.9-1.3 s)."""
@@ -128,82 +131,115 @@ def _import_case_modules(dicom_in: bool, output_types: Sequence[str]) -> None:
         import lungseg.data.dicom_export  # noqa: F401
 
 
+def configure(segmenter: Segmenter, threshold: float | None = None, postprocess: bool = True) -> Segmenter:
+    """Apply ``lungseg predict``'s post-processing options to ``segmenter`` (in place; returned).
+
+    ``threshold`` overrides the model's probability threshold (one threshold everywhere: the
+    full-resolution surface is off); ``postprocess=False`` thresholds only: every component
+    kept, no holes filled, no surface, no gas check.
+    """
+    import dataclasses
+
+    post = segmenter.postprocess
+    if not postprocess:
+        post = dataclasses.replace(post.thresholded(), keep_components=0, min_component_ml=0.0, fill_holes=False,
+                                   max_gas_fraction=1.0)
+    if threshold is not None:
+        post = dataclasses.replace(post.thresholded(), threshold=threshold)
+    segmenter.postprocess = post
+    return segmenter
+
+
+def segment_case(
+    segmenter: Segmenter, path: Path, out: Path, name: str, output_types: Sequence[str] = ("nifti",),
+    statistics: bool = False, overlay: bool = False, report_extra: dict[str, object] | None = None,
+) -> CaseResult:
+    """Segment one input into ``out`` and write its outputs (see :func:`predict_paths`); never raises
+    for a bad case (the result's ``error`` is set instead).
+
+    The report ``<name>.json`` is written last, atomically: it names the outputs written before it, so
+    its presence marks the case complete (:mod:`lungseg.cohort` resumes from it). ``report_extra``
+    adds keys to it (the cohort's ``id`` and ``fingerprint``).
+    """
+    t0 = time.perf_counter()
+    try:
+        seg, hu, geometry = segmenter.segment_path(path)
+        t = time.perf_counter()
+        written = _write_outputs(seg, geometry, path, out, name, output_types)
+        seg.timings_s["write"] = time.perf_counter() - t
+        stats = None
+        if statistics:
+            from lungseg.densitometry import densitometry
+
+            t = time.perf_counter()
+            stats = densitometry(seg.labels, hu, geometry)
+            written["statistics"] = atomic_write_text(out / f"{name}_statistics.json", json.dumps(stats, indent=2) + "\n")
+            seg.timings_s["statistics"] = time.perf_counter() - t
+        png = None
+        if overlay:
+            from lungseg.figures import CaseView, plot_lung_overlay
+
+            t = time.perf_counter()
+            laa = f", LAA-950 {stats['total']['laa950_pct']:.1f}%" if stats and stats["total"]["voxels"] else ""
+            png = plot_lung_overlay(CaseView(name, hu, seg.labels, geometry), out / f"{name}_overlay.png",
+                                    f"{name}: {seg.volumes_ml['total']:.0f} mL of lung{laa}")
+            written["overlay"] = png
+            seg.timings_s["overlay"] = time.perf_counter() - t
+        seg.timings_s["total"] = time.perf_counter() - t0
+        report = atomic_write_text(out / f"{name}.json", json.dumps({
+            **(report_extra or {}),
+            "input": str(path),
+            "mask": written["nifti"].name if "nifti" in written else None,
+            "outputs": {k: v.name for k, v in written.items()},
+            "shape": list(geometry.shape),
+            "spacing_mm": [round(s, 4) for s in geometry.spacing_mm],
+            "volumes_ml": {k: round(v, 2) for k, v in seg.volumes_ml.items()},
+            "warnings": seg.warnings,
+            "quality": seg.quality.get("checks", {}),
+            "runtime": segmenter.runtime,
+            "timings_s": {k: round(v, 3) for k, v in seg.timings_s.items()},
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        }, indent=2) + "\n")  # fmt: skip
+        log.info("%s: right %.0f mL, left %.0f mL (%.1f s)", name, seg.volumes_ml["right"],
+                 seg.volumes_ml["left"], seg.timings_s["total"])
+        for w in seg.warnings:
+            log.warning("%s: %s", name, w)
+        return CaseResult(str(path), name, written.get("nifti"), report, png, seg.volumes_ml, outputs=written,
+                          warnings=tuple(seg.warnings), statistics=stats, seconds=seg.timings_s["total"])
+    except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
+        message = str(e) if isinstance(e, CaseError) else f"{path}: {type(e).__name__}: {e}"
+        log.error("%s", message)
+        return CaseResult(str(path), name, error=message, seconds=time.perf_counter() - t0)
+
+
 def predict_paths(
     inputs: Iterable[str | Path], out_dir: str | Path, segmenter: Segmenter, overlay: bool = False,
     progress: bool = True, output_types: Sequence[str] = ("nifti",), statistics: bool = False,
 ) -> list[CaseResult]:
     """Segment NIfTI files and/or DICOM folders; an error in one case does not stop the batch.
 
-    Per case writes, as ``output_types`` asks: ``<name>_lungs.nii.gz`` (uint8, the input's
-    shape and affine; 1 right, 2 left), ``<name>_seg.dcm`` (DICOM SEG) and/or
+    Per case (:func:`segment_case`) writes, as ``output_types`` asks: ``<name>_lungs.nii.gz`` (uint8,
+    the input's shape and affine; 1 right, 2 left), ``<name>_seg.dcm`` (DICOM SEG) and/or
     ``<name>_rtstruct.dcm`` (RTSTRUCT, ROIs ``Lung_R``/``Lung_L``), both referencing the input
     DICOM series; always ``<name>.json`` (volumes in mL, quality warnings and their checks,
-    timings in s, input, shapes); with ``statistics`` ``<name>_statistics.json`` (the lung
+    timings in s, input, shapes; written last); with ``statistics`` ``<name>_statistics.json`` (the lung
     densitometry per lung, per third and in total: :mod:`lungseg.densitometry`) and one
     ``statistics.csv`` for the batch (:func:`write_statistics_csv`); with
     ``overlay`` ``<name>_overlay.png`` (three planes: the lung contours over the lung thirds,
     and the LAA-950 voxels; :func:`lungseg.figures.plot_lung_overlay`).
     A failing case is logged as one line and returned with ``error`` set; warnings are logged.
+    (A cohort, one folder per case, resumable: :mod:`lungseg.cohort`.)
     """
     from tqdm import tqdm
 
     paths = [Path(p) for p in inputs]
     check_output_types(paths, output_types)
-    _import_case_modules(any(p.is_dir() for p in paths), output_types)
+    import_case_modules(any(p.is_dir() for p in paths), output_types)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results = []
-    for path, name in tqdm(list(zip(paths, _unique_names(paths))), desc="predict", unit="case", disable=not progress):
-        try:
-            t0 = time.perf_counter()
-            seg, hu, geometry = segmenter.segment_path(path)
-            t = time.perf_counter()
-            written = _write_outputs(seg, geometry, path, out, name, output_types)
-            seg.timings_s["write"] = time.perf_counter() - t
-            stats = None
-            if statistics:
-                from lungseg.densitometry import densitometry
-
-                t = time.perf_counter()
-                stats = densitometry(seg.labels, hu, geometry)
-                written["statistics"] = atomic_write_text(out / f"{name}_statistics.json",
-                                                          json.dumps(stats, indent=2) + "\n")
-                seg.timings_s["statistics"] = time.perf_counter() - t
-            png = None
-            if overlay:
-                from lungseg.figures import CaseView, plot_lung_overlay
-
-                t = time.perf_counter()
-                laa = f", LAA-950 {stats['total']['laa950_pct']:.1f}%" if stats and stats["total"]["voxels"] else ""
-                png = plot_lung_overlay(CaseView(name, hu, seg.labels, geometry), out / f"{name}_overlay.png",
-                                        f"{name}: {seg.volumes_ml['total']:.0f} mL of lung{laa}")
-                seg.timings_s["overlay"] = time.perf_counter() - t
-            seg.timings_s["total"] = time.perf_counter() - t0
-            report = out / f"{name}.json"
-            report.write_text(json.dumps({
-                "input": str(path),
-                "mask": written["nifti"].name if "nifti" in written else None,
-                "outputs": {k: v.name for k, v in written.items()},
-                "shape": list(geometry.shape),
-                "spacing_mm": [round(s, 4) for s in geometry.spacing_mm],
-                "volumes_ml": {k: round(v, 2) for k, v in seg.volumes_ml.items()},
-                "warnings": seg.warnings,
-                "quality": seg.quality.get("checks", {}),
-                "runtime": segmenter.runtime,
-                "timings_s": {k: round(v, 3) for k, v in seg.timings_s.items()},
-            }, indent=2) + "\n")  # fmt: skip
-            results.append(CaseResult(str(path), name, written.get("nifti"), report, png, seg.volumes_ml,
-                                      outputs=written, warnings=tuple(seg.warnings), statistics=stats))
-            if statistics:
-                write_statistics_csv(results, out / STATISTICS_CSV)
-            log.info("%s: right %.0f mL, left %.0f mL (%.1f s)", name, seg.volumes_ml["right"],
-                     seg.volumes_ml["left"], seg.timings_s["total"])
-            for w in seg.warnings:
-                log.warning("%s: %s", name, w)
-        except Exception as e:  # noqa: BLE001 - one bad case must not stop the batch
-            message = str(e) if isinstance(e, CaseError) else f"{path}: {type(e).__name__}: {e}"
-            log.error("%s", message)
-            results.append(CaseResult(str(path), name, error=message))
-            if statistics:
-                write_statistics_csv(results, out / STATISTICS_CSV)
+    for path, name in tqdm(list(zip(paths, unique_names(paths))), desc="predict", unit="case", disable=not progress):
+        results.append(segment_case(segmenter, path, out, name, output_types, statistics, overlay))
+        if statistics:
+            write_statistics_csv(results, out / STATISTICS_CSV)
     return results

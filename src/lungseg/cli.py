@@ -86,11 +86,22 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     # predict runs anywhere: without a params file (outside the project) the defaults apply
     outside = args.params == DEFAULT_PARAMS and not args.params.exists()
     params = Params() if outside else load_params(args.params)
+    if (args.actors is not None and args.actors < 1) or (args.cpus_per_actor is not None and args.cpus_per_actor <= 0):
+        raise LungsegError("--actors must be >= 1 and --cpus-per-actor > 0")
+    if (args.actors is not None or args.cpus_per_actor is not None) and args.ray is None:
+        raise LungsegError("--actors and --cpus-per-actor need --ray")
     predict.run(params, args.inputs, args.out, model=args.model, overlay=args.overlay,
                 params_path=None if outside else args.params,
                 output_types=list(dict.fromkeys(args.output_type or ["nifti"])),  # --output-type X --output-type Y
                 statistics=args.statistics, threshold=args.threshold, postprocess=not args.no_postprocess,
-                device=args.device, progress=not args.quiet)
+                device=args.device, progress=not args.quiet, manifest=args.manifest, scan=args.scan,
+                shard=args.shard, ray=args.ray, actors=args.actors, cpus_per_actor=args.cpus_per_actor)
+
+
+def _cmd_merge_results(args: argparse.Namespace) -> None:
+    from lungseg.cohort import merge_results
+
+    merge_results(args.tables, args.out)
 
 
 def _version() -> str:
@@ -164,9 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interim", type=Path, help="prepared cases folder (default: data.interim_dir)")
     p.set_defaults(func=_cmd_train_refine)
 
-    p = sub.add_parser("predict", help="segment CTs (NIfTI files, DICOM folders) with a trained model")
-    p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="a .nii/.nii.gz CT or a DICOM series folder")
-    p.add_argument("--out", type=Path, required=True, help="output folder (<name>_lungs.nii.gz, <name>.json)")
+    p = sub.add_parser("predict", help="segment CTs (NIfTI files, DICOM folders; a cohort: --manifest/--scan) "
+                       "with a trained model")
+    p.add_argument("inputs", type=Path, nargs="*", metavar="INPUT", help="a .nii/.nii.gz CT or a DICOM series folder")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output folder (<name>_lungs.nii.gz, <name>.json; a cohort: <id>/ per case and results.csv)")
     p.add_argument("--model", help="a .keras file, a saved segmenter folder or an MLflow model URI "
                    "(default: models:/<tracking.registered_model>@champion of the project's registry)")
     p.add_argument("--overlay", action="store_true", help="also write <name>_overlay.png (three planes: lung contours over the lung thirds, and the LAA-950 voxels)")
@@ -184,9 +197,30 @@ def build_parser() -> argparse.ArgumentParser:
                         "(lungs still split right/left)")
     p.add_argument("--device", choices=["auto", "cpu", "gpu"], default="auto",
                    help="auto/cpu: the bundle's ONNX network (no TensorFlow) when it has one, else Keras; "
-                   "gpu: Keras on TensorFlow's GPU (error if none)")
+                   "gpu: Keras on TensorFlow's GPU (error if none; with --ray one actor per GPU)")
     p.add_argument("-q", "--quiet", action="store_true", dest="quiet_here", help="warnings and errors only, no progress bar")
+    g = p.add_argument_group("cohort mode (any of these: OUT/<id>/ per case, OUT/results.csv, reruns resume)")
+    g.add_argument("--manifest", type=Path, metavar="CSV",
+                   help="cases: a CSV with columns id,path (NIfTI file or DICOM folder; relative to the CSV's folder)")
+    g.add_argument("--scan", type=Path, metavar="DIR",
+                   help="cases: every NIfTI file and DICOM folder under DIR, ids from the relative paths")
+    g.add_argument("--shard", metavar="I/N", help="only shard I of N (by a hash of the case id; a job array's "
+                   "task), table OUT/results-shard-I-of-N.csv; join them with `lungseg merge-results`")
+    g.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                   help="run the cases on Ray (pip install 'lungseg[ray]'): a cluster's HOST:PORT or ray://HOST:10001; "
+                   "alone or 'auto': RAY_ADDRESS, a `ray start` cluster on this machine, else a local Ray; "
+                   "'local': always a new local Ray")
+    g.add_argument("--actors", type=int, metavar="N", help="--ray: actors, each loading the model once "
+                   "(default: the cluster's CPUs / --cpus-per-actor; with --device gpu its GPUs)")
+    g.add_argument("--cpus-per-actor", type=float, metavar="C",
+                   help="--ray: CPUs per actor, also its ONNX Runtime threads (default 1)")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("merge-results", help="join the results tables of predict's shards into one, sorted by id")
+    p.add_argument("tables", type=Path, nargs="+", metavar="TABLE",
+                   help="a results CSV, or an output folder (its results-shard-*.csv, else its results.csv)")
+    p.add_argument("--out", type=Path, required=True, help="the merged table: .csv, or .parquet")
+    p.set_defaults(func=_cmd_merge_results)
 
     p = sub.add_parser("evaluate", help="test-split metrics and figures; registers the model, moves the alias")
     p.add_argument("--processed", type=Path, help="processed arrays folder (default: data.processed_dir)")
