@@ -11,7 +11,7 @@ row, slice]`` on the grid described by a :class:`~lungseg.data.geometry.Geometry
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,8 +253,8 @@ def write_ct_series(
     return uids
 
 
-def mask_to_contours(mask2d: np.ndarray) -> list[np.ndarray]:
-    """Trace a 2D mask into closed polygons (marching squares at level 0.5).
+def mask_to_contours(mask2d: np.ndarray, level: float = 0.5) -> list[np.ndarray]:
+    """Trace a 2D mask into closed polygons (marching squares at ``level``).
 
     Rasterising the returned polygons with the even-odd rule at voxel centres
     gives back ``mask2d``: holes come out as separate inner polygons and
@@ -262,12 +262,18 @@ def mask_to_contours(mask2d: np.ndarray) -> list[np.ndarray]:
 
     Args:
         mask2d: Boolean array indexed ``[i, j]`` (column, row) of one slice.
+        level: Iso-level between 0 and 1. At 0.5 the vertices lie halfway between
+            voxel centres; at 0.75 they lie a quarter voxel outside the mask's
+            boundary voxel centres, so rounding them to whole voxels (as rt-utils
+            does before OpenCV's boundary-inclusive polygon fill) lands exactly on
+            the boundary voxels instead of on a tie.
 
     Returns:
         Closed polygons, each an ``(N, 2)`` float array of continuous ``(i, j)``
-        voxel coordinates (vertices lie halfway between voxel centres); the
-        last point does not repeat the first.
+        voxel coordinates; the last point does not repeat the first.
     """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must lie between 0 and 1, got {level}")
     mask2d = np.asarray(mask2d, dtype=bool)
     if mask2d.ndim != 2:
         raise ValueError(f"mask2d must be 2D, got shape {mask2d.shape}")
@@ -284,7 +290,7 @@ def mask_to_contours(mask2d: np.ndarray) -> list[np.ndarray]:
         line_type=contourpy.LineType.Separate,
     )
     polygons = []
-    for line in gen.lines(0.5):
+    for line in gen.lines(level):
         pts = np.asarray(line, dtype=np.float64)
         if len(pts) > 1 and np.array_equal(pts[0], pts[-1]):
             pts = pts[:-1]
@@ -293,19 +299,73 @@ def mask_to_contours(mask2d: np.ndarray) -> list[np.ndarray]:
     return polygons
 
 
+#: The four digits of 0 ... 9999 as ASCII, for :func:`ds_text`.
+_DIGITS = np.frombuffer("".join(f"{n:04d}" for n in range(10000)).encode("ascii"), np.uint8).reshape(10000, 4)
+
+
+def ds_text(values: np.ndarray) -> bytes:
+    """``values`` rounded to 1e-4 and written as ``"%.4f"``, backslash-separated: the bytes of a DS value.
+
+    Byte for byte what ``"\\\\".join(f"{v:.4f}" for v in np.round(values, 4) + 0.0)`` gives ("0.0000" for a
+    value that rounds to zero, never "-0.0000"), built with array operations: formatting one number at
+    a time took 0.1 s for the 360,000 contour coordinates of a 512x512 CT.
+    """
+    q = np.rint(np.asarray(values, dtype=np.float64).reshape(-1) * 1e4).astype(np.int64)  # units of 1e-4
+    a = np.abs(q)
+    groups = [a % 10000]  # the four decimals, then the integer part four digits at a time
+    a = a // 10000
+    groups.append(a % 10000)
+    while a.max(initial=0) >= 10000:
+        a = a // 10000
+        groups.append(a % 10000)
+    n_int = 4 * (len(groups) - 1)
+    chars = np.empty((len(q), n_int + 7), np.uint8)  # "-", integer digits, ".", decimals, "\\"
+    chars[:, 0] = ord("-")
+    for g, group in enumerate(groups[:0:-1]):
+        chars[:, 1 + 4 * g : 5 + 4 * g] = _DIGITS[group]
+    chars[:, n_int + 1] = ord(".")
+    chars[:, n_int + 2 : n_int + 6] = _DIGITS[groups[0]]
+    chars[:, -1] = ord("\\")
+    keep = np.ones(chars.shape, bool)
+    keep[:, 0] = q < 0
+    keep[:, 1:n_int] = np.cumsum(chars[:, 1:n_int] != ord("0"), axis=1) > 0  # no leading zeros
+    return chars[keep].tobytes()[:-1]
+
+
 def _set_contour_data(item: Dataset, points_lps: np.ndarray) -> None:
     """Set ContourData of ``item`` to the LPS vertices ``(N, 3)`` rounded to 1e-4 mm.
 
-    The value is stored as an already encoded (raw) element: letting pydicom
-    build and validate one DS object per coordinate is ~20x slower, and the
+    The value is stored as an already encoded (raw) element (:func:`ds_text`): letting
+    pydicom build and validate one DS object per coordinate is ~20x slower, and the
     bytes written are the same.
     """
-    flat = np.round(points_lps.reshape(-1), 4) + 0.0
-    text = "\\".join(f"{v:.4f}" for v in flat).encode("ascii")
+    text = ds_text(points_lps)
     if len(text) % 2:
         text += b" "
     item.set_original_encoding(False, True, default_encoding)
     item[_CONTOUR_DATA] = RawDataElement(_CONTOUR_DATA, "DS", len(text), text, 0, False, True)
+
+
+def _slice_contours(mask: np.ndarray, level: float) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """``(k, polygons)`` of :func:`mask_to_contours` for every non-empty slice ``k`` of ``mask`` ``[i, j, k]``.
+
+    The mask's bounding box is copied slice-major once: tracing ``mask[:, :, k]`` in place
+    reads a strided view, which took most of the time on a 512x512 series. Offsetting the
+    polygons by whole voxels is exact, so they equal those traced on the full slices.
+    """
+    ks = np.flatnonzero(mask.any(axis=(0, 1)))
+    if not ks.size:
+        return
+    k0, k1 = int(ks[0]), int(ks[-1]) + 1
+    plane = mask[:, :, k0:k1].any(axis=2)
+    ii, jj = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
+    i0, j0 = int(ii[0]), int(jj[0])
+    box = np.ascontiguousarray(mask[i0 : ii[-1] + 1, j0 : jj[-1] + 1, k0:k1].transpose(2, 0, 1))
+    offset = np.array([i0, j0], dtype=np.float64)
+    for k in ks:
+        polys = mask_to_contours(box[k - k0], level)
+        if polys:
+            yield int(k), [p + offset for p in polys]
 
 
 def _contour_image(sop_uid: str) -> Dataset:
@@ -326,6 +386,7 @@ def add_rtstruct_content(
     ct_sop_uids: Sequence[str],
     colors: dict[str, tuple[int, int, int]] | None = None,
     slice_positions_lps: np.ndarray | None = None,
+    contour_level: float = 0.5,
 ) -> None:
     """Add the references and ROIs of an RT Structure Set to ``ds``.
 
@@ -351,6 +412,10 @@ def add_rtstruct_content(
             slice's vertices are then placed in that slice's own plane (in-plane offsets
             from ``geometry``), so slices that are not exactly evenly spaced keep their
             contours on them. Default: voxel ``(0, 0, k)`` of ``geometry``.
+        contour_level: Iso-level of the tracing (:func:`mask_to_contours`): 0.5 puts the
+            vertices halfway between voxel centres (the synthetic cohort); 0.75 a quarter
+            voxel outside the boundary voxel centres, which readers that round vertices to
+            whole voxels (rt-utils) fill back exactly.
 
     Raises:
         ValueError: the number of SOP UIDs or a mask shape does not match ``geometry``.
@@ -391,15 +456,17 @@ def add_rtstruct_content(
         roi_items.append(roi)
 
         contours = []
-        for k in np.flatnonzero(mask.any(axis=(0, 1))):
-            for poly in mask_to_contours(mask[:, :, k]):
-                ijk = np.column_stack([poly, np.full(len(poly), float(k))])
+        for k, polys in _slice_contours(mask, contour_level):
+            ijk = np.column_stack([np.concatenate(polys), np.full(sum(map(len, polys)), float(k))])
+            points = geometry.voxel_to_lps(ijk) + shift[k]  # row by row: as one polygon at a time
+            for poly in polys:
                 c = Dataset()
                 c.ContourImageSequence = DicomSequence([_contour_image(ct_sop_uids[k])])
                 c.ContourGeometricType = "CLOSED_PLANAR"
                 c.NumberOfContourPoints = len(poly)
                 c.ContourNumber = len(contours) + 1
-                _set_contour_data(c, geometry.voxel_to_lps(ijk) + shift[k])
+                _set_contour_data(c, points[: len(poly)])
+                points = points[len(poly) :]
                 contours.append(c)
         rc = Dataset()
         rgb = colors.get(name, roi_color(name))

@@ -13,6 +13,7 @@ from lungseg.data.dicom_rtstruct import rasterize_contours
 from lungseg.data.dicom_write import (
     StudyInfo,
     add_rtstruct_content,
+    ds_text,
     make_uid,
     mask_to_contours,
     write_ct_series,
@@ -121,6 +122,81 @@ def test_mask_to_contours_rasterize_round_trip_on_random_blobs() -> None:
             for p in mask_to_contours(mask[:, :, k])
         ]
         np.testing.assert_array_equal(rasterize_contours(contours, geom), mask)
+
+
+def _awkward_masks(rng: np.random.Generator) -> list[np.ndarray]:
+    """Slices ``[i, j]`` that trip contour writers: single voxels, one-voxel lines and rings, diagonal touches,
+    holes with islands in them, the slice border, salt and pepper; then random blobs."""
+    masks = []
+    m = np.zeros((14, 12), bool)
+    m[3, 3] = m[5:11, 2] = m[2:9, 6] = m[10, 10] = m[11, 11] = m[12, 10] = True  # voxel, lines, a diagonal "V"
+    masks.append(m)
+    m = np.zeros((13, 13), bool)
+    m[1:12, 1:12] = True
+    m[3:10, 3:10] = False  # a hole...
+    m[6, 6] = True  # ...with an island
+    m[4, 4] = m[5, 5] = True  # touching each other diagonally, and the island not
+    masks.append(m)
+    m = np.zeros((9, 9), bool)
+    m[2:7, 2:7] = True
+    m[3:6, 3:6] = False  # a one-voxel ring
+    masks.append(m)
+    m = np.ones((8, 8), bool)
+    m[2, 2] = m[3, 3] = m[5, 6] = False  # holes touching diagonally; the mask fills the slice to its border
+    masks.append(m)
+    masks.append(np.eye(9, dtype=bool) | np.eye(9, dtype=bool)[::-1])  # an X
+    for n in range(150):
+        shape = tuple(int(v) for v in rng.integers(4, 40, size=2))
+        if n % 3 == 0:
+            masks.append(rng.random(shape) < rng.uniform(0.2, 0.8))  # salt and pepper
+        else:
+            masks.append(ndimage.gaussian_filter(rng.random(shape), rng.uniform(0.6, 3.0)) > rng.uniform(0.45, 0.55))
+    return masks
+
+
+def test_contours_at_level_075_fill_back_exactly_in_lungseg_and_rt_utils() -> None:
+    """The RTSTRUCT export's contours (level 0.75): lungseg's reader (even-odd at voxel centres) and rt-utils' (vertices
+    rounded with np.around, then OpenCV's boundary-inclusive fillPoly of all polygons of a slice) both give back the
+    mask. At level 0.5 the vertices sit on x.5 rounding ties and rt-utils' fill grows the mask."""
+    from rt_utils.image_helper import get_slice_mask_from_slice_contour_data
+
+    geom2d = Geometry((40, 40, 1), (1.0, 1.0, 1.0), (0.0, 0.0, 0.0))
+    header = Dataset()
+    grown = 0
+    for mask in _awkward_masks(np.random.default_rng(5)):
+        # rt-utils allocates a slice as (Columns, Rows) but fills it [row, column] (right for square images only):
+        # sized so, the (rows, columns) = (j, i) array it fills is the mask's
+        header.Columns, header.Rows = mask.shape[1], mask.shape[0]
+        for level in (0.75, 0.5):
+            polys = mask_to_contours(mask, level=level)
+            ours = rasterize_contours([np.column_stack([p, np.zeros(len(p))]) for p in polys], geom2d)[:, :, 0]
+            np.testing.assert_array_equal(ours[: mask.shape[0], : mask.shape[1]], mask)
+            flat = [np.column_stack([p, np.zeros(len(p))]).ravel() for p in polys]  # (i, j, 0): pixel = patient
+            rt = get_slice_mask_from_slice_contour_data(header, flat, np.eye(4)).T.astype(bool)  # [row, column] -> [i, j]
+            if level == 0.75:
+                np.testing.assert_array_equal(rt, mask)
+            else:
+                grown += int((rt & ~mask).sum())
+    assert grown > 1000
+
+
+def test_mask_to_contours_level() -> None:
+    m = np.zeros((6, 6), bool)
+    m[2:4, 1:5] = True
+    (poly,) = mask_to_contours(m, level=0.75)
+    assert poly[:, 0].min() == 1.75 and poly[:, 0].max() == 3.25 and poly[:, 1].min() == 0.75
+    for level in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="level must lie between 0 and 1"):
+            mask_to_contours(m, level=level)
+
+
+def test_ds_text_is_the_fixed_point_format() -> None:
+    rng = np.random.default_rng(2)
+    values = [np.array([0.0, -0.0, -4e-5, 5e-5, -5e-5, 1.5e-4, 9.99995, -9.99995, 123456.78905, -1e6, 5e8, 0.5, -0.5])]
+    values += [rng.normal(0, 10 ** rng.uniform(-5, 8), int(rng.integers(1, 40))) for _ in range(200)]
+    for v in values:
+        assert ds_text(v) == "\\".join(f"{x:.4f}" for x in np.round(v, 4) + 0.0).encode()
+    assert ds_text(np.array([[1.0, -2.25, 0.0]])) == b"1.0000\\-2.2500\\0.0000"
 
 
 def test_rtstruct_structure(tmp_path) -> None:
