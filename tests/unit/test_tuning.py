@@ -5,8 +5,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,7 +21,7 @@ import yaml
 from lungseg.config import AugmentConfig, SearchRange, load_params, params_from_dict
 from lungseg.errors import ConfigError
 
-from .test_training import _blobs
+from tests.helpers.training import blobs
 
 BAD = {"intensity_shift_max": 50.0, "noise_sd": 50.0}  # shifts and noise that swamp the image: useless data
 GOOD = {"intensity_shift_max": 0.0, "noise_sd": 0.001}
@@ -46,7 +49,7 @@ def _raw_params(root: Path, **tune: object) -> dict:
 def _project(root: Path, **tune: object) -> Path:
     """Processed arrays (8 training, 2 validation blobs at 16^3) and params.yaml under ``root``."""
     for split, n, seed in (("train", 8, 0), ("val", 2, 1)):
-        images, masks = _blobs(n, 16, seed)
+        images, masks = blobs(n, 16, seed)
         folder = root / "processed" / split
         folder.mkdir(parents=True)
         np.save(folder / "images.npy", images)
@@ -164,7 +167,10 @@ def test_n_trials_zero_passes_params_through(tmp_path: Path, monkeypatch: pytest
 
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
-    """Three trials (two good, then one bad on purpose), run through the stage; then the stage again."""
+    """Three trials (two good, then one bad on purpose), run through the stage; then the stage again.
+
+    Read-only for the tests: a test that runs the stage again works on its own copy (:func:`study_copy`),
+    so every test sees this state whatever ran before it, in any order and on any xdist worker."""
     from lungseg.stages import tune
 
     root = tmp_path_factory.mktemp("tune")
@@ -187,14 +193,34 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     return SimpleNamespace(root=root, params=params, first=first, first_text=first_text, again=again)
 
 
+@pytest.fixture
+def study_copy(tuned: SimpleNamespace, tmp_path: Path) -> Iterator[SimpleNamespace]:
+    """A private copy of the tuned project (arrays, Optuna journal, MLflow store, reports) whose params and
+    MLflow store point at the copy; the working directory is the copy while the test runs."""
+    root = tmp_path / "tune"
+    shutil.copytree(tuned.root, root)
+    (root / "params.yaml").write_text(yaml.safe_dump(_raw_params(root)))
+    with sqlite3.connect(root / "mlflow.db") as db:  # artifact locations, logged paths: the copy's
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            for column in db.execute(f"PRAGMA table_info('{table}')").fetchall():
+                if column[2].upper().startswith(("VARCHAR", "TEXT")):
+                    db.execute(f'UPDATE "{table}" SET "{column[1]}" = replace("{column[1]}", ?, ?)',
+                               (str(tuned.root), str(root)))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        yield SimpleNamespace(root=root, params=load_params(root / "params.yaml"))
+
+
 def _splits(root: Path):
     from lungseg.dataset import load_split
 
     return load_split(root / "processed", "train"), load_split(root / "processed", "val")
 
 
+@pytest.mark.slow
 def test_pruning_stops_a_bad_trial(tuned: SimpleNamespace) -> None:
-    trials = _study(tuned.params, tuned.root).get_trials()
+    trials = _study(tuned.params, tuned.root).get_trials()  # the fixture's three trials: no test adds to them
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2 + [optuna.trial.TrialState.PRUNED]
     bad = trials[2]
     assert bad.params == BAD and len(bad.intermediate_values) < 3
@@ -206,20 +232,23 @@ def test_pruning_stops_a_bad_trial(tuned: SimpleNamespace) -> None:
     assert best["epochs_saved_by_pruning"] == 9 - best["epochs_run_total"] > 0
 
 
-def test_rerun_keeps_finished_trials_and_runs_only_the_missing_ones(tuned: SimpleNamespace) -> None:
+@pytest.mark.slow
+def test_rerun_keeps_finished_trials_and_runs_only_the_missing_ones(tuned: SimpleNamespace, study_copy) -> None:
     from lungseg.stages import tune
 
     assert tuned.again == tuned.first  # no new trial, same result
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tuned.root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        more = dataclasses.replace(tuned.params, tune=dataclasses.replace(tuned.params.tune, n_trials=4))
-        out = tune.run(more)
-    trials = _study(tuned.params, tuned.root).get_trials()
+    before = _study(study_copy.params, study_copy.root).get_trials()
+    more = dataclasses.replace(study_copy.params, tune=dataclasses.replace(study_copy.params.tune, n_trials=4))
+    out = tune.run(more)
+    trials = _study(study_copy.params, study_copy.root).get_trials()
     assert [t.number for t in trials] == [0, 1, 2, 3]  # exactly one more, the first three untouched
+    assert [(t.state, t.params, t.intermediate_values) for t in trials[:3]] == \
+        [(t.state, t.params, t.intermediate_values) for t in before]
     assert out["trials"]["complete"] + out["trials"]["pruned"] == 4
+    assert len(_study(tuned.params, tuned.root).get_trials()) == 3  # the shared study is untouched
 
 
+@pytest.mark.slow
 def test_mlflow_parent_and_child_runs(tuned: SimpleNamespace) -> None:
     import mlflow
 
@@ -254,18 +283,17 @@ def test_mlflow_parent_and_child_runs(tuned: SimpleNamespace) -> None:
     assert "tune/best_params.json" in artifacts
 
 
-def test_train_uses_the_tuned_values(tuned: SimpleNamespace) -> None:
+@pytest.mark.slow
+def test_train_uses_the_tuned_values(tuned: SimpleNamespace, study_copy) -> None:
     import mlflow
 
     from lungseg.stages import train
 
     best = json.loads(tuned.first_text)
+    assert (study_copy.root / "reports/tune/best_params.json").read_text() == tuned.first_text
     assert best["augment"]["noise_sd"] != tuned.params.augment.noise_sd  # tuning changed something
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tuned.root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        train.run(tuned.params)
-    client = mlflow.MlflowClient(f"sqlite:///{tuned.root / 'mlflow.db'}")
+    train.run(study_copy.params)
+    client = mlflow.MlflowClient(f"sqlite:///{study_copy.root / 'mlflow.db'}")
     exp = client.get_experiment_by_name("lung-segmentation")
     (run,) = client.search_runs([exp.experiment_id], filter_string="tags.stage = 'train'")
     assert run.data.params["augment.source"] == "tune"
@@ -275,24 +303,25 @@ def test_train_uses_the_tuned_values(tuned: SimpleNamespace) -> None:
     assert run.data.params["augment.rotate_p"] == "0.0"  # not searched: params.yaml value
 
 
-def test_timeout_ends_the_stage_with_a_smaller_reported_study(tuned: SimpleNamespace) -> None:
+@pytest.mark.slow
+def test_timeout_ends_the_stage_with_a_smaller_reported_study(study_copy) -> None:
     from lungseg.stages import tune
 
-    before = len(_study(tuned.params, tuned.root).get_trials())
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(tuned.root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        budget = dataclasses.replace(tuned.params.tune, n_trials=before + 5, timeout_minutes=1e-4)
-        out = tune.run(dataclasses.replace(tuned.params, tune=budget))
-    assert len(_study(tuned.params, tuned.root).get_trials()) == before + 1  # one trial, then the budget is spent
+    params, root = study_copy.params, study_copy.root
+    before = len(_study(params, root).get_trials())
+    assert before == 3
+    budget = dataclasses.replace(params.tune, n_trials=before + 5, timeout_minutes=1e-4)
+    out = tune.run(dataclasses.replace(params, tune=budget))
+    assert len(_study(params, root).get_trials()) == before + 1  # one trial, then the budget is spent
     assert out["stopped_by_timeout"] is True and out["timeout_minutes"] == 1e-4
-    written = json.loads((tuned.root / "reports/tune/best_params.json").read_text())
+    written = json.loads((root / "reports/tune/best_params.json").read_text())
     assert written["stopped_by_timeout"] is True
 
 
 # ---------------------------------------------------------------- several workers, one storage
 
 
+@pytest.mark.slow
 def test_two_worker_processes_share_one_study(tmp_path: Path) -> None:
     _project(tmp_path, n_trials=4, epochs=1, pruner="none")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
