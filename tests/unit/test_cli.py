@@ -1,18 +1,68 @@
 from __future__ import annotations
 
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 from lungseg.cli import main
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _stage_commands() -> dict[str, str]:
+    """``{stage name: cmd}`` of dvc.yaml and the two pipelines beside it (a foreach stage as ``name`` with ``${item}``)."""
+    out = {}
+    for path in (REPO / "dvc.yaml", *sorted((REPO / "pipelines").glob("*/dvc.yaml"))):
+        for name, stage in yaml.safe_load(path.read_text())["stages"].items():
+            out[name] = stage["do"]["cmd"] if "foreach" in stage else stage["cmd"]
+    return out
 
 
 def test_help_lists_every_stage() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "lungseg.cli", "--help"], capture_output=True, text=True, check=True
     ).stdout
-    for command in ("synthesize", "prepare"):
-        assert command in out
+    commands = {shlex.split(cmd)[1] for cmd in _stage_commands().values()}
+    assert {"synthesize", "prepare", "preprocess", "tune", "train", "train_refine", "evaluate", "cv-fold",
+            "cv-report"} == commands
+    for command in (*commands, "predict", "register"):
+        assert re.search(rf"^\s+{re.escape(command)}\s", out, re.MULTILINE), command
+
+
+def test_mlproject_entry_points_run_the_dvc_stage_commands(tmp_path: Path) -> None:
+    """README: each stage is also an MLflow Project entry point. MLflow's own MLproject reader: every dvc stage
+    of dvc.yaml and pipelines/synthetic (and the cv_fold stages) has an entry point running its command with
+    ``--params``; every command an entry point runs parses with lungseg's parser or is a `dvc repro` of a file
+    that exists. (pipelines/cv's cv_report has no entry point of its own: the `cv` entry point runs it.)"""
+    from mlflow.projects import _project_spec
+
+    from lungseg.cli import build_parser
+
+    project = _project_spec.load_project(str(REPO))
+    entry_points = project._entry_points
+    stages = _stage_commands()
+    for name, cmd in stages.items():
+        if name == "cv_report":
+            continue
+        entry = project.get_entry_point(name)
+        params = {"params": "other.yaml", **({"fold": 3} if name == "cv_fold" else {})}
+        expected = cmd.replace("lungseg ", "lungseg --params other.yaml ", 1).replace("${item}", "3")
+        assert entry.compute_command(params, str(tmp_path)) == expected, name
+    parser = build_parser()
+    for name, entry in entry_points.items():
+        for part in entry.compute_command({}, str(tmp_path)).split("&&"):
+            argv = shlex.split(part)
+            if argv[0] == "lungseg":
+                args = parser.parse_args(argv[1:])
+                assert args.params == Path("params.yaml") and args.command in {name, name.replace("_", "-"), "register"}
+            else:
+                assert argv[:2] == ["dvc", "repro"] and all((REPO / a).is_file() for a in argv[2:]), (name, argv)
+    assert set(entry_points) == {*stages, "main", "cv"} - {"cv_report"}
 
 
 def test_bad_params_key_is_one_line_error(tmp_path: Path, capsys) -> None:
@@ -35,8 +85,8 @@ import pytest  # noqa: E402
 
 from lungseg.data.nifti import write_nifti  # noqa: E402
 from lungseg.data.synthetic import make_phantom  # noqa: E402
+from tests.helpers.real_ct import real_ct  # noqa: E402
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "real-ct"
 PARAMS = "preprocess:\n  shape: [16, 16, 16]\n"
 
 
@@ -61,9 +111,18 @@ def case(tmp_path_factory) -> tuple[Path, Path, Path]:
 
 
 def test_version(capsys) -> None:
+    """The installed distribution's version (a missing install is an error here, not "lungseg (not installed)"),
+    which is pyproject's and the package's."""
+    import tomllib
+    from importlib.metadata import version
+
+    import lungseg
+
+    installed = version("lungseg")
+    assert installed == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"] == lungseg.__version__
     with pytest.raises(SystemExit) as e:
         main(["--version"])
-    assert e.value.code == 0 and capsys.readouterr().out.startswith("lungseg ")
+    assert e.value.code == 0 and capsys.readouterr().out == f"lungseg {installed}\n"
 
 
 def test_dicom_output_for_a_nifti_input_is_one_line_and_writes_nothing(case, tmp_path: Path, capsys) -> None:
@@ -96,34 +155,36 @@ def test_quiet_statistics_threshold_and_no_postprocess(case, tmp_path: Path, cap
         main([*base, "--threshold", "1.5"])
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} not present (shared real CTs beside the clone)")
 def test_no_lung_series_warns_and_exits_zero(case, tmp_path: Path, caplog) -> None:
     _, none, params = case
-    series = REAL / "abdomen-lung-bases" / "no-lung-dicom"
+    series = real_ct("abdomen-lung-bases", "no-lung-dicom")
     assert main(["--params", str(params), "predict", str(series), "--out", str(tmp_path), "--model", str(none)]) == 0
     report = json.loads((tmp_path / "no-lung-dicom.json").read_text())
     assert [w.split(":")[0] for w in report["warnings"]] == ["no lung"]
     assert any("no lung" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
 
 
-def _dicom_cases(tmp: Path) -> list[Path]:
+def _dicom_case(which: str, tmp: Path) -> Path:
+    """The phantom written as a DICOM CT series, or the shared real COPDGene series (skipped visibly if absent)."""
     from lungseg.data.dicom_write import StudyInfo, make_uid, write_ct_series
 
+    if which == "copdgene":
+        return real_ct("copdgene-10002k", "dicom")
     ph = make_phantom(np.random.default_rng([5, 2]), False, max_matrix=64)
     study = StudyInfo(patient_id="CLI1", study_uid=make_uid("CLI1", "study"), frame_of_reference_uid=make_uid("CLI1", "for"))
     write_ct_series(np.rint(ph.hu), ph.geometry, tmp / "phantom", study, make_uid("CLI1", "ct"))
-    real = REAL / "copdgene-10002k" / "dicom"
-    return [tmp / "phantom"] + ([real] if real.is_dir() else [])
+    return tmp / "phantom"
 
 
-def test_dicom_seg_and_rtstruct_match_the_nifti_output(case, tmp_path: Path) -> None:
+@pytest.mark.parametrize("which", ["phantom", "copdgene"])
+def test_dicom_seg_and_rtstruct_match_the_nifti_output(case, tmp_path: Path, which: str) -> None:
     from lungseg.data.dicom import read_ct_folder
     from lungseg.data.nifti import read_nifti
     from tests.unit.data.test_dicom_export import _check_rtstruct, _check_seg
 
     _, _, params = case
     half = _constant_model(tmp_path / "half.keras", 0.0)
-    inputs = _dicom_cases(tmp_path)
+    inputs = [_dicom_case(which, tmp_path)]
     out = tmp_path / "out"
     assert main(["--params", str(params), "predict", *map(str, inputs), "--out", str(out), "--model", str(half),
                  "--threshold", "0.4", "--output-type", "nifti", "dicom-seg", "rtstruct", "-q"]) == 0

@@ -11,15 +11,25 @@ import pytest
 from lungseg.config import RealCTCase, load_params
 from lungseg.data.geometry import Geometry
 from lungseg.real_ct import RealScan, available, evaluate_real, mask_on_grid, score, split_sides, volume_below_ml
+from tests.helpers.real_ct import NSCLC_CASES, nsclc_series, real_ct
 
 ROOT = Path(__file__).resolve().parents[2]
-REAL = ROOT.parent / "shared" / "real-ct"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} not present (shared real CTs beside the clone)")
 # the NSCLC planning CTs' DICOM series are extracted by `make real-ct` (a git snapshot the tool library fetches)
-NSCLC = [f"nsclc_{n}" for n in ("001", "002", "003")]
-NSCLC_DIR = ROOT / "data" / "external" / "nsclc-radiomics"
-needs_nsclc = pytest.mark.skipif(not all((NSCLC_DIR / f"LUNG1-{c[-3:]}" / "dicom").is_dir() for c in NSCLC),
-                                 reason=f"{NSCLC_DIR}: the NSCLC-Radiomics DICOM series are not extracted (`make real-ct`)")
+NSCLC = [f"nsclc_{n}" for n in NSCLC_CASES]
+
+
+@pytest.fixture
+def shared_real_ct() -> Path:
+    """../shared/real-ct: skipped (naming it) when absent, see tests/helpers/real_ct.py."""
+    return real_ct()
+
+
+@pytest.fixture
+def nsclc(shared_real_ct: Path) -> Path:
+    """The extracted NSCLC-Radiomics series too (their expert masks are in ../shared/real-ct)."""
+    for case in NSCLC_CASES:
+        real_ct("nsclc-radiomics", f"LUNG1-{case}")
+    return nsclc_series()
 
 
 def _flipped(geometry: Geometry, axis: int) -> Geometry:
@@ -69,8 +79,7 @@ def test_missing_cases_are_skipped_with_a_log_line(tmp_path: Path, caplog: pytes
     assert "real CT gone skipped: nowhere/ct.nii.gz not found" in caplog.text
 
 
-@needs_real
-def test_shared_real_cases_with_the_classical_baseline() -> None:
+def test_shared_real_cases_with_the_classical_baseline(shared_real_ct: Path) -> None:
     """The params.yaml cases load (NIfTI, DICOM, an anonymised JPEG 2000 series with blank UIDs) and score."""
     from lungseg.baseline import segment_lungs
 
@@ -88,9 +97,8 @@ def test_shared_real_cases_with_the_classical_baseline() -> None:
 TRAINED = ROOT / "models" / "model.keras"
 
 
-@needs_real
 @pytest.mark.skipif(not TRAINED.exists(), reason="needs models/model.keras (after `make run`)")
-def test_trained_model_on_the_shared_real_cases() -> None:
+def test_trained_model_on_the_shared_real_cases(shared_real_ct: Path) -> None:
     """Acceptance (issue 9), with the model `make run` trained on the synthetic cohort: COPDGene Dice >= 0.96 and
     >= the classical baseline; lung bases of an abdominal CT Dice >= 0.80 with nothing below the diaphragm; the
     series without lung < 5 mL."""
@@ -108,9 +116,8 @@ def test_trained_model_on_the_shared_real_cases() -> None:
     assert out["abdomen_no_lung"]["unet"]["volume_ml"] < 5.0
 
 
-@needs_real
-@needs_nsclc
-def test_nsclc_planning_cts_load_with_their_expert_masks() -> None:
+@pytest.mark.slow  # three full-resolution 512x512 series
+def test_nsclc_planning_cts_load_with_their_expert_masks(nsclc: Path) -> None:
     """The three full-resolution NSCLC-Radiomics cases of params.yaml: 512x512 DICOM series at 0.98 mm, 3 mm
     slices, and their expert masks (3.8-5.3 L) mapped onto them; the classical baseline finds most of the lung."""
     from lungseg.baseline import segment_lungs
@@ -123,12 +130,11 @@ def test_nsclc_planning_cts_load_with_their_expert_masks() -> None:
         assert 3500 < row["baseline"]["true_volume_ml"] < 5500 and row["baseline"]["dice"] > 0.9, row
 
 
-@needs_real
-@needs_nsclc
+@pytest.mark.slow
 @pytest.mark.skipif(not TRAINED.exists(), reason="needs models/model.keras (after `make run`)")
 @pytest.mark.xfail(strict=True, reason="issue 18 open: below the baseline on nsclc_001/003 at the lung edge (README "
                    "'Real full-resolution planning CT'); strict: remove this mark when it passes")
-def test_trained_model_beats_the_baseline_on_the_nsclc_planning_cts() -> None:
+def test_trained_model_beats_the_baseline_on_the_nsclc_planning_cts(nsclc: Path) -> None:
     """Acceptance (issue 18), with the model `make run` trained on the synthetic cohort only: on each real
     full-resolution planning CT the U-Net's Dice is at least the classical baseline's, mean >= 0.965, and no
     lung is reported below the expert mask's lowest slice."""
