@@ -12,7 +12,7 @@ from lungseg.config import PostprocessConfig, PreprocessConfig, RefineConfig
 from lungseg.data.synthetic import make_phantom
 from lungseg.inference import REFINE_FILE, Segmenter, write_bundle
 from lungseg.metrics import dice
-from lungseg.preprocessing import GridMap, preprocess_image, preprocess_mask, to_canonical
+from lungseg.preprocessing import preprocess_image, preprocess_mask, to_canonical
 from lungseg.refine import (
     Refiner,
     build_case,
@@ -110,6 +110,7 @@ def test_segmenter_uses_the_refined_probability(case) -> None:
     assert not empty.labels.any()  # stage 2 decides inside its box, which holds all the lung
 
 
+@pytest.mark.slow  # trains the refiner
 def test_fit_and_bundle_round_trip(case, tmp_path: Path) -> None:
     import keras
 
@@ -130,5 +131,9 @@ def test_fit_and_bundle_round_trip(case, tmp_path: Path) -> None:
     direct = Segmenter(keras.models.load_model(stage1_path, compile=False), PRE, POST,
                        Refiner(keras.models.load_model(tmp_path / "refine.keras", compile=False), CFG))
     hu = case[0]
-    np.testing.assert_array_equal(loaded.segment(hu, geometry).labels, direct.segment(hu, geometry).labels)
-    assert isinstance(grid, GridMap)
+    from_bundle, in_memory = loaded.segment(hu, geometry), direct.segment(hu, geometry)
+    # the same two networks: the same probabilities (not only the same, possibly empty, labels; the bundle runs
+    # them through ONNX Runtime, about 1e-7 from Keras) ...
+    assert float(in_memory.probability.std()) > 1e-3  # ... which vary over the scan, so the comparison means something
+    np.testing.assert_allclose(from_bundle.probability, in_memory.probability, atol=1e-5)
+    np.testing.assert_array_equal(from_bundle.labels, in_memory.labels)
