@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lungseg import metrics
 from lungseg.augmentation import AugmentParams, apply, augment, check_config, elastic_field, sample_params
 from lungseg.config import AugmentConfig
 from lungseg.errors import ConfigError
@@ -45,8 +46,8 @@ def only(*names: str, **overrides: float) -> AugmentConfig:
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a > 0.5, b > 0.5
-    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
+    """Dice of two float volumes thresholded at 0.5 (lungseg.metrics.dice, tested in test_metrics.py)."""
+    return metrics.dice(a > 0.5, b > 0.5)
 
 
 @pytest.mark.parametrize(
@@ -197,8 +198,26 @@ def test_bad_ranges_raise_config_error_naming_the_key(key: str, value: object) -
         augment(np.zeros(SHAPE, np.float32), np.zeros(SHAPE, np.float32), cfg, seed=0)
 
 
-def test_default_config_is_valid() -> None:
-    check_config(AugmentConfig())
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        (None, None),  # the defaults (= params.yaml's augment section, test_config.py)
+        ("elastic_p", 1.0), ("rotate_p", 0.0), ("elastic_strength", 0.0), ("rotate_max_deg", 180.0),
+        ("intensity_shift_max", 0.0), ("noise_sd", 0.0), ("scale_max", 0.99), ("brightness_max", 0.99),
+        ("elastic_sigma", 0.1), ("flip_axes", ()), ("flip_axes", (0, 1, 2)),
+    ],
+)
+def test_defaults_and_boundary_values_are_accepted_and_used(key: str | None, value: object) -> None:
+    """The other side of the bad ranges above: the defaults and each range's edge pass check_config, and augment
+    with everything switched on at that value returns a finite volume of the same shape with a binary, non-empty mask."""
+    cfg = AugmentConfig() if key is None else dataclasses.replace(AugmentConfig(), **{key: value})
+    assert check_config(cfg) is None
+    on = dataclasses.replace(cfg, **{k: 1.0 for k in ("elastic_p", "rotate_p", "flip_p", "scale_p", "intensity_p",
+                                                      "noise_p", "brightness_p") if k != key})
+    mask = two_lungs()
+    out_image, out_mask = augment(ct_like(mask), mask, on, seed=3)
+    assert out_image.shape == out_mask.shape == SHAPE and np.isfinite(out_image).all()
+    assert set(np.unique(out_mask)) <= {0.0, 1.0} and out_mask.any()
 
 
 def test_plot_augmentation_writes_a_png(tmp_path: Path) -> None:
