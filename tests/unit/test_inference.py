@@ -90,18 +90,6 @@ def oracle_result(phantom):
     return Segmenter(model, PRE, POST).segment(hu, geometry), model
 
 
-@pytest.fixture(scope="module")
-def tiny_keras(tmp_path_factory) -> Path:
-    import keras
-
-    from lungseg.model import build_unet3d
-
-    keras.utils.set_random_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.keras"
-    build_unet3d(PRE.shape, base_filters=2, depth=1, dropout=0.0).save(path)
-    return path
-
-
 def test_output_on_the_input_grid_with_labels_and_volumes(phantom, oracle_result) -> None:
     hu, geometry, truth = phantom
     seg, _ = oracle_result

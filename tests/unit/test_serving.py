@@ -20,18 +20,6 @@ PRE = PreprocessConfig(shape=(16, 16, 16))
 
 
 @pytest.fixture(scope="module")
-def tiny_keras(tmp_path_factory):
-    import keras
-
-    from lungseg.model import build_unet3d
-
-    keras.utils.set_random_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.keras"
-    build_unet3d(PRE.shape, base_filters=2, depth=1, dropout=0.0).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def pyfunc(tiny_keras, tmp_path_factory):
     import mlflow
 
