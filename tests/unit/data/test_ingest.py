@@ -10,12 +10,15 @@ import json
 import logging
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
+import yaml
 
 from tests.dicom_helpers import set_dicom_attrs
 from tests.helpers.digests import file_digests
@@ -393,3 +396,30 @@ def test_overlap_goes_to_the_nearer_lung() -> None:
     labels = lung_labels(right, left, GEOM)
     assert labels[8, 14, 5] == 1 and labels[23, 14, 5] == 2
     assert set(np.unique(labels)) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("on_error", ["fail", "skip"])
+def test_cli_prepare_exit_code_follows_on_error(tmp_path, on_error: str) -> None:
+    """`lungseg prepare` as a process (README: with `fail` the stage exits non-zero): `prepare.on_error: fail`
+    stops at the bad case with exit code 1 and one error line naming it, keeping what was written before;
+    `skip` exits 0 with the case in skipped.csv and the good ones prepared."""
+    raw, out = tmp_path / "raw", tmp_path / "out"
+    _write(raw, "A_GOOD")
+    case, pattern = _bad_no_rtstruct(raw)
+    _write(raw, "Z_GOOD")
+    params = {"prepare": {"on_error": on_error, "n_figure_cases": 1}, "data": {"figures_dir": str(tmp_path / "figs")}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.run([sys.executable, "-m", "lungseg.cli", "--params", "params.yaml", "prepare", "--raw", str(raw),
+                           "--out", str(out)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    if on_error == "fail":
+        assert proc.returncode == 1, proc.stderr[-3000:]
+        last = proc.stderr.strip().splitlines()[-1]
+        assert re.fullmatch(f"lungseg prepare: error: {case}: .*{pattern}.*", last), last
+        assert (out / "A_GOOD_ct.nii.gz").is_file() and not (out / "Z_GOOD_ct.nii.gz").exists()
+        assert not (out / "manifest.csv").exists() and not (tmp_path / "reports/prepare.json").exists()
+    else:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert [r["case"] for r in _rows(out / "skipped.csv")] == [case]
+        assert [r["case"] for r in _rows(out / "manifest.csv")] == ["A_GOOD", "Z_GOOD"]
+        assert json.loads((tmp_path / "reports/prepare.json").read_text())["skipped"] == 1
