@@ -40,6 +40,7 @@ from datetime import datetime
 from io import BytesIO
 from pathlib import Path
 
+import highdicom as hd  # 0.2 s to import: lungseg predict imports this module before its first case
 import numpy as np
 import pydicom
 from pydicom.sr.codedict import codes
@@ -233,8 +234,6 @@ def write_dicom_seg(labels: np.ndarray, series_dir: str | Path, out_path: str | 
             with other values, UIDs missing.
         LungsegError: ``out_path`` cannot be written.
     """
-    import highdicom as hd  # slow to import; only the export needs it
-
     ref = _reference(labels, series_dir)
     algorithm = hd.AlgorithmIdentificationSequence(
         name="lungseg", family=codes.DCM.ArtificialIntelligence, version=__version__
@@ -292,8 +291,6 @@ def write_rtstruct(labels: np.ndarray, series_dir: str | Path, out_path: str | P
 
     Arguments, return value and errors as for :func:`write_dicom_seg`.
     """
-    import highdicom as hd  # slow to import; only the export needs it
-
     ref = _reference(labels, series_dir)
     now = datetime.now()
     with _quiet_highdicom():

@@ -353,14 +353,15 @@ def _slice_contours(mask: np.ndarray, level: float) -> Iterator[tuple[int, list[
     reads a strided view, which took most of the time on a 512x512 series. Offsetting the
     polygons by whole voxels is exact, so they equal those traced on the full slices.
     """
-    ks = np.flatnonzero(mask.any(axis=(0, 1)))
-    if not ks.size:
+    plane = mask.any(axis=2)  # the one pass over the whole mask
+    if not plane.any():
         return
-    k0, k1 = int(ks[0]), int(ks[-1]) + 1
-    plane = mask[:, :, k0:k1].any(axis=2)
     ii, jj = np.flatnonzero(plane.any(axis=1)), np.flatnonzero(plane.any(axis=0))
     i0, j0 = int(ii[0]), int(jj[0])
-    box = np.ascontiguousarray(mask[i0 : ii[-1] + 1, j0 : jj[-1] + 1, k0:k1].transpose(2, 0, 1))
+    column = mask[i0 : ii[-1] + 1, j0 : jj[-1] + 1]
+    ks = np.flatnonzero(column.any(axis=(0, 1)))
+    k0 = int(ks[0])
+    box = np.ascontiguousarray(column[:, :, k0 : ks[-1] + 1].transpose(2, 0, 1))
     offset = np.array([i0, j0], dtype=np.float64)
     for k in ks:
         polys = mask_to_contours(box[k - k0], level)

@@ -21,14 +21,13 @@ from lungseg.data.ingest import lung_labels, split_binary_mask
 from lungseg.data.nifti import read_nifti
 from lungseg.errors import CaseError
 from lungseg.real_ct import mask_on_grid, split_sides
-from tests.unit.test_real_ct import NSCLC_DIR
+from tests.helpers.real_ct import nsclc_series, real_ct
 
-SHARED = Path(__file__).resolve().parents[3].parent / "shared"
-REAL = SHARED / "real-ct" / "copdgene-10002k"
-#: Real series for the read-back checks: DICOM folder and lung mask (on any grid); the NSCLC series come from `make real-ct`
+#: Real series for the read-back checks: (DICOM folder, lung mask on any grid); tests/helpers/real_ct.py skips,
+#: naming the path, when the shared real CTs or the NSCLC series (`make real-ct`) are absent
 REAL_SERIES = {
-    "copdgene": (REAL / "dicom", REAL / "lungs.nii.gz"),
-    "nsclc_001": (NSCLC_DIR / "LUNG1-001" / "dicom", SHARED / "real-ct" / "nsclc-radiomics" / "LUNG1-001" / "lungs.nii.gz"),
+    "copdgene": lambda: (real_ct("copdgene-10002k", "dicom"), real_ct("copdgene-10002k", "lungs.nii.gz")),
+    "nsclc_001": lambda: (nsclc_series("001"), real_ct("nsclc-radiomics", "LUNG1-001", "lungs.nii.gz")),
 }
 NAME = "Zzyzx^Quuxley"  # must never reach a log
 # rows run along +y (posterior), columns along +x, slice normal -z: i, j and k all differ from x, y, z
@@ -260,12 +259,12 @@ def test_bad_input_is_one_line_and_keeps_earlier_output(synthetic, tmp_path, wri
     assert sorted(os.listdir(tmp_path)) == ["not-ct", "result.dcm"]
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason=f"real CT sample not found at {REAL} (shared/ folder absent)")
 def test_seg_and_rtstruct_round_trip_on_the_real_ct(tmp_path, recwarn) -> None:
-    folder = REAL / "dicom"
+    real = real_ct("copdgene-10002k")
+    folder = real / "dicom"
     ct = read_ct_folder(folder)
     name = str(ct.files[0].header.PatientName)  # a one-part name, which highdicom warns about, quoting it
-    mask, mask_geometry = read_nifti(REAL / "lungs.nii.gz")
+    mask, mask_geometry = read_nifti(real / "lungs.nii.gz")
     assert mask.shape == ct.geometry.shape
     assert np.allclose(mask_geometry.affine_lps(), ct.geometry.affine_lps(), atol=1e-3)  # same grid and order
     right, left = split_binary_mask(mask == 1, ct.geometry)
@@ -327,11 +326,7 @@ def test_rt_utils_reads_back_the_rtstruct_of_a_synthetic_series(tmp_path) -> Non
 def real_series(request, tmp_path_factory) -> tuple[str, Path, CtSeries, np.ndarray, Path, Path]:
     """(name, folder, CT, labels 1 right / 2 left from the real lung mask, SEG, RTSTRUCT) of a real series."""
     name = request.param
-    folder, mask_path = REAL_SERIES[name]
-    if not folder.is_dir() or not mask_path.is_file():
-        missing = folder if not folder.is_dir() else mask_path
-        how = "`make real-ct`" if name.startswith("nsclc") else "the shared/ folder beside the clone"
-        pytest.skip(f"{missing} not found (needs {how})")
+    folder, mask_path = REAL_SERIES[name]()
     ct = read_ct_folder(folder)
     mask, mask_geometry = read_nifti(mask_path)
     labels = split_sides(mask_on_grid(np.asarray(mask) > 0, mask_geometry, ct.geometry), ct.geometry)
