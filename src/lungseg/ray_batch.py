@@ -22,6 +22,7 @@ import logging
 import os
 import resource
 import socket
+import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -71,9 +72,22 @@ class CaseSegmenter:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [run_case(self.segmenter, Case(str(i), Path(str(p))), self.out, self.options, self.fp)
                 for i, p in zip(batch["id"], batch["path"])]
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+        peak = _peak_rss_mib()
         return {"row": np.array([json.dumps(r) for r in rows]), "worker": np.array([self.worker] * len(rows)),
                 "peak_rss_mib": np.full(len(rows), peak)}
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory in MiB: ``VmHWM`` (Linux), else ``ru_maxrss`` (which on
+    Linux also counts what the process was forked from)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / scale
 
 
 def _init(address: str) -> None:
@@ -151,6 +165,9 @@ def run_ray(
         raise LungsegError(f"Ray: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
     finally:
         ray.shutdown()
+    if run.peak_rss_mib:
+        log.info("Ray: peak resident memory per actor (MiB): %s",
+                 ", ".join(f"{w} {m:.0f}" for w, m in sorted(run.peak_rss_mib.items())))
     for case in cases:
         if case.id not in seen:
             run.lost.append(case.id)
