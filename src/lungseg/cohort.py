@@ -193,10 +193,11 @@ def _holds_dicom(folder: Path, files: Sequence[str]) -> bool:
     return False
 
 
-def scan_folder(root: str | Path) -> list[Case]:
-    """Cases under ``root`` (one walk; hidden files and folders skipped): each NIfTI file and each folder
-    holding DICOM files (not looked into further: :func:`lungseg.inference.load_ct` reads its whole
-    tree); ids from the relative path (module docstring), sorted.
+def scan_folder(root: str | Path, skip: str | Path | None = None) -> list[Case]:
+    """Cases under ``root`` (one walk; hidden files and folders skipped, and ``skip``: the output folder):
+    each NIfTI file and each folder holding DICOM files (not looked into further:
+    :func:`lungseg.inference.load_ct` reads its whole tree); ids from the relative path (module
+    docstring), sorted.
 
     Raises:
         LungsegError: ``root`` is not a folder, or two cases get the same id.
@@ -204,6 +205,7 @@ def scan_folder(root: str | Path) -> list[Case]:
     root = Path(root).absolute()
     if not root.is_dir():
         raise LungsegError(f"--scan {root}: not a folder")
+    skipped = Path(skip).absolute() if skip is not None else None
     cases = []
 
     def rel_id(p: Path) -> str:
@@ -212,7 +214,7 @@ def scan_folder(root: str | Path) -> list[Case]:
 
     for dirpath, dirnames, filenames in os.walk(root):
         here = Path(dirpath)
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and here / d != skipped)
         files = sorted(f for f in filenames if not f.startswith("."))
         if _holds_dicom(here, files):
             cases.append(Case(rel_id(here), here))
@@ -223,9 +225,9 @@ def scan_folder(root: str | Path) -> list[Case]:
 
 
 def collect_cases(paths: Sequence[str | Path] = (), manifest: str | Path | None = None,
-                  scan: str | Path | None = None) -> list[Case]:
+                  scan: str | Path | None = None, out: str | Path | None = None) -> list[Case]:
     """The cases of plain paths (ids from :func:`lungseg.batch.unique_names`), a manifest and a scanned
-    folder, in that order.
+    folder (without the output folder ``out`` if it lies inside), in that order.
 
     Raises:
         LungsegError: no cases, or two with the same id.
@@ -235,7 +237,7 @@ def collect_cases(paths: Sequence[str | Path] = (), manifest: str | Path | None 
     if manifest is not None:
         cases += read_manifest(manifest)
     if scan is not None:
-        cases += scan_folder(scan)
+        cases += scan_folder(scan, skip=out)
     if not cases:
         raise LungsegError("no cases: give input paths, --manifest FILE or --scan DIR")
     return _check_unique(cases, "the inputs")

@@ -127,7 +127,9 @@ def test_scan_finds_nifti_files_and_dicom_folders_once(tmp_path: Path) -> None:
     (tmp_path / ".hidden").mkdir()
     (tmp_path / ".hidden" / "h.nii").write_bytes(b"")
     (tmp_path / "top.NII").write_bytes(b"")
-    cases = scan_folder(tmp_path)
+    (tmp_path / "out" / "p2").mkdir(parents=True)  # the output folder inside: not scanned
+    (tmp_path / "out" / "p2" / "p2_lungs.nii.gz").write_bytes(b"")
+    cases = scan_folder(tmp_path, skip=tmp_path / "out")
     assert [(c.id, c.path.relative_to(tmp_path).as_posix()) for c in cases] == [
         ("p1__series", "p1/series"), ("p2__CT_scan", "p2/CT scan.nii.gz"), ("top", "top.NII")]
     with pytest.raises(LungsegError, match="not a folder"):

@@ -106,7 +106,7 @@ def _run_cohort(
 ) -> None:
     from lungseg.cohort import ResultsTable, collect_cases, fingerprint, parse_shard, plan, run_cases, shard_of, table_path
 
-    cases = collect_cases(inputs, manifest, scan)
+    cases = collect_cases(inputs, manifest, scan, out_dir)
     part = parse_shard(shard) if shard is not None else None
     if part is not None:
         cases = [c for c in cases if shard_of(c.id, part[1]) == part[0]]
