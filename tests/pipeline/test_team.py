@@ -14,6 +14,8 @@ On the already reproduced tiny project (no second full run):
 from __future__ import annotations
 
 import json
+import re
+import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -47,15 +49,20 @@ def published(reproduced: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     return reproduced
 
 
-@pytest.fixture(scope="module")
-def colleague(published: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A second clone (its own DVC cache, no MLflow store) that pulled data and models from the remote."""
-    clone = tmp_path_factory.mktemp("colleague") / "lungseg"
+def _clone(published: Path, tmp_path_factory: pytest.TempPathFactory, who: str) -> Path:
+    """A clone of the published project (its own DVC cache, no MLflow store) that pulled data and models."""
+    clone = tmp_path_factory.mktemp(who) / "lungseg"
     run(["git", "clone", "-q", str(published), str(clone)], clone.parent)
-    run(["git", "config", "user.email", "colleague@lungseg.local"], clone)
-    run(["git", "config", "user.name", "colleague"], clone)
+    run(["git", "config", "user.email", f"{who}@lungseg.local"], clone)
+    run(["git", "config", "user.name", who], clone)
     run(["dvc", "pull"], clone)
     return clone
+
+
+@pytest.fixture(scope="module")
+def colleague(published: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second clone that pulled data and models from the remote."""
+    return _clone(published, tmp_path_factory, "colleague")
 
 
 def test_metrics_and_plots_are_in_git_data_models_and_figures_are_not(published: Path) -> None:
@@ -107,3 +114,48 @@ def test_exp_run_temp_logs_to_the_project_and_metrics_diff_shows_the_change(coll
     assert "Data and pipelines are up to date" in run(["dvc", "status", *MAIN], colleague).stdout
     table = run(["dvc", "metrics", "diff", "HEAD~1"], colleague).stdout  # what a person reads
     assert "epochs_run" in table and "HEAD~1" in table
+
+
+def _wait_for_queue(root: Path, timeout: float = 1800) -> str:
+    """Poll `dvc queue status` until no task is queued or running; its last output."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = run(["dvc", "queue", "status"], root).stdout
+        if not re.search(r"\b(Queued|Running)\b", status) and "0 active" in status:
+            return status
+        assert time.monotonic() < deadline, f"queued experiments still running after {timeout:.0f} s:\n{status}"
+        time.sleep(5)
+
+
+def test_exp_run_queue_and_queue_start_as_the_readme_shows(published: Path, tmp_path_factory) -> None:
+    """README: `dvc exp run --queue -S train.max_epochs=30 && dvc queue start`. A queued experiment runs in the
+    background in its own copy, logs to the project's MLflow store (not the copy's), shows up in
+    `dvc exp show` with its metrics, and leaves the workspace as it was."""
+    import mlflow
+
+    root = _clone(published, tmp_path_factory, "queuer")
+    before = {f: file_digests(root / f) for f in ("models", "reports")}
+    params_before = (root / "params.yaml").read_text()
+    queued = run(["dvc", "exp", "run", "--queue", "-n", "queued3", "-S", "train.max_epochs=3"], root).stdout
+    assert "Queued experiment 'queued3'" in queued, queued
+    try:
+        run(["dvc", "queue", "start"], root)
+        status = _wait_for_queue(root)
+    finally:
+        run(["dvc", "queue", "stop"], root, check=False)  # no worker outlives the test
+    line = next((s for s in status.splitlines() if "queued3" in s), "")
+    assert "Success" in line, status + run(["dvc", "queue", "logs", "queued3"], root, check=False).stdout[-4000:]
+
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], root).stdout)
+    (exp,) = [e for base in shown for e in base.get("experiments") or [] if e["name"] == "queued3"]
+    data = exp["revs"][0]["data"]
+    assert data["metrics"]["reports/train_metrics.json"]["data"]["epochs_run"] == 3
+    assert data["params"]["params.yaml"]["data"]["train"]["max_epochs"] == 3
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    exp_id = client.get_experiment_by_name("lung-segmentation").experiment_id
+    (train,) = client.search_runs([exp_id], filter_string="params.`train.max_epochs` = '3' AND tags.stage = 'train'")
+    artifacts = Path(unquote(urlparse(train.info.artifact_uri).path))
+    assert artifacts.is_relative_to(root) and ".dvc" not in artifacts.parts  # mlruns/ at the project root
+    assert (artifacts / "model" / "MLmodel").is_file()
+    assert (root / "params.yaml").read_text() == params_before  # the workspace is untouched
+    assert {f: file_digests(root / f) for f in ("models", "reports")} == before
