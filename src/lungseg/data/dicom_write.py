@@ -308,7 +308,7 @@ def ds_text(values: np.ndarray) -> bytes:
 
     Byte for byte what ``"\\\\".join(f"{v:.4f}" for v in np.round(values, 4) + 0.0)`` gives ("0.0000" for a
     value that rounds to zero, never "-0.0000"), built with array operations: formatting one number at
-    a time took 0.1 s for the 360,000 contour coordinates of a 512x512 CT.
+    a time took 0.18 s for the 365,000 contour coordinates of a 512x512x134 CT (now 0.05 s).
     """
     q = np.rint(np.asarray(values, dtype=np.float64).reshape(-1) * 1e4).astype(np.int64)  # units of 1e-4
     a = np.abs(q)
