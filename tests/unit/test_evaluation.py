@@ -65,6 +65,7 @@ def _save_model(path: Path, seed: int) -> None:
     build_unet3d((16, 16, 16), base_filters=2, depth=1, dropout=0.0, l2=0.0, bn_momentum=0.9).save(path)
 
 
+@pytest.mark.slow  # four models through the MLflow registry
 def test_registration_is_idempotent_and_the_alias_goes_to_the_best(tmp_path: Path, monkeypatch) -> None:
     import mlflow
 

@@ -38,6 +38,7 @@ def _data(n: int, seed: int = 3) -> SplitArrays:
     return blob_split(n, seed)
 
 
+@pytest.mark.slow  # two trainings
 @pytest.mark.parametrize("cases", [2, 6])
 def test_steps_per_epoch_makes_the_budget_the_same_for_any_cohort(cases: int, tmp_path: Path) -> None:
     counter = _Counter()
@@ -72,6 +73,7 @@ def test_fine_tuning_starts_from_the_given_weights(tmp_path: Path) -> None:
     assert scratch.learning_rate == pytest.approx(cfg.learning_rate) and cfg.learning_rate == 1e-3
 
 
+@pytest.mark.slow  # trains
 def test_fine_tuning_refuses_another_architecture_and_a_missing_model(tmp_path: Path) -> None:
     cfg = TrainConfig(batch_size=2, max_epochs=1, steps_per_epoch=1, max_minutes=0.0)
     data = _data(2)

@@ -118,6 +118,7 @@ def test_slab_conv_layer_matches_conv3d_forward_and_backward(slab: bool, monkeyp
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow  # trains, saves and exports to ONNX
 def test_slab_model_saves_loads_and_exports(tmp_path, monkeypatch) -> None:
     import keras
 

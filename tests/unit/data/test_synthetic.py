@@ -162,6 +162,7 @@ def test_cohort_layout_and_csv(cohort) -> None:
         assert len(files) == int(row["n_slices"]) + 1
 
 
+@pytest.mark.slow  # three cohorts
 def test_cohort_is_byte_identical_for_any_worker_count(cohort, tmp_path: Path) -> None:
     out, _ = cohort
     again = tmp_path / "again"
@@ -195,6 +196,7 @@ def _round_trip(root: Path, seed: int, n: int, pathology: bool, max_matrix: int)
         assert d >= 0.98, f"{pid} {name}: RTSTRUCT round-trip Dice {d:.4f}"
 
 
+@pytest.mark.slow  # five full phantoms through DICOM and back
 def test_rtstruct_round_trip_every_case(cohort, tmp_path: Path) -> None:
     out, rows = cohort
     for n, row in enumerate(rows):

@@ -112,12 +112,14 @@ def _native_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "NPY_DISABLE_CPU_FEATURES")}
 
 
+@pytest.mark.slow  # a full-size 512 phantom in a fresh interpreter
 def test_the_same_bits_with_the_hosts_own_blas_kernels() -> None:
     """A full-size patient with the host's own BLAS kernels and numpy loops (AVX-512 ones where the CPU has
     them, NEON on Arm): the recorded digest, on any CPU."""
     assert _digest_in_subprocess(_native_env(), [2017, 0], 512)[0] == FULL_SIZE_DIGEST
 
 
+@pytest.mark.slow  # the same, twice
 @pytest.mark.parametrize("name", ["haswell", "sandybridge"])
 def test_the_same_bits_with_other_blas_kernels_and_simd_paths(name: str) -> None:
     """The same patient with OpenBLAS' Haswell (AVX2) kernels, and with its Sandy Bridge ones (AVX, no FMA)
