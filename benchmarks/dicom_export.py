@@ -1,7 +1,7 @@
 """DICOM export speed: the DICOM SEG and RTSTRUCT writers on one real CT series and its lung mask.
 
 Prints ``name: value`` lines: the host (CPU model, cores, SIMD flags from ``/proc/cpuinfo``),
-the series, and per writer the wall time (best and median of ``--repeats``) and the CPU time
+the load average, the series, and per writer the wall time (best and median of ``--repeats``) and the CPU time
 (best), in ms. Each repeat writes one case as ``lungseg predict --output-type dicom-seg rtstruct``
 does: the SEG first, reading the series headers (:func:`lungseg.data.dicom_export.forget_series`
 before it), then the RTSTRUCT, which reuses them. Target (issue 20): both together <= 1 s for a
@@ -18,6 +18,7 @@ Usage: ``.venv/bin/python benchmarks/dicom_export.py [--series DIR --mask FILE] 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -58,6 +59,7 @@ def main() -> None:
 
     host = host_description()
     print(f"host: {host['cpu']}, {host['cores']} cores, SIMD {host['simd']}")
+    print(f"load average (1 min) before: {os.getloadavg()[0]:.2f} (other processes on the cores: wall > CPU)")
     labels = load_labels(series, mask)
     print(f"series: {series} {labels.shape}, right {int((labels == 1).sum())} / left {int((labels == 2).sum())} voxels")
     writers = {"dicom-seg": dicom_export.write_dicom_seg, "rtstruct": dicom_export.write_rtstruct}
