@@ -322,7 +322,7 @@ def test_rt_utils_reads_back_the_rtstruct_of_a_synthetic_series(tmp_path) -> Non
     np.testing.assert_array_equal(_rtstruct_labels(pydicom.dcmread(rs_path), ct), labels)
 
 
-@pytest.fixture(scope="module", params=sorted(REAL_SERIES))
+@pytest.fixture(scope="module", params=["copdgene", pytest.param("nsclc_001", marks=pytest.mark.slow)])  # 512x512: 12 s
 def real_series(request, tmp_path_factory) -> tuple[str, Path, CtSeries, np.ndarray, Path, Path]:
     """(name, folder, CT, labels 1 right / 2 left from the real lung mask, SEG, RTSTRUCT) of a real series."""
     name = request.param
