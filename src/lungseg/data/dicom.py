@@ -399,8 +399,36 @@ class CtSeries:
         return [sop_instance_uid(f.header) for f in self.files]
 
 
+#: The last selection made, with the state of its folder's files (see :func:`select_ct_series`).
+_last_selection: tuple[tuple, str, list[DicomFile]] | None = None
+
+
+def folder_state(folder: Path) -> tuple | None:
+    """Path, size, modification time and inode of every file under ``folder`` (None: not a folder, or a
+    file vanished while listing): equal states mean an unchanged folder."""
+    state: list[tuple] = []
+    try:
+        for root, _, names in os.walk(folder):
+            for name in names:
+                st = os.stat(os.path.join(root, name))
+                state.append((root, name, st.st_size, st.st_mtime_ns, st.st_ino))
+        return (str(folder.resolve()), *sorted(state)) if folder.is_dir() else None
+    except OSError:
+        return None
+
+
+def forget_selection() -> None:
+    """Drop the remembered series selection: the next :func:`select_ct_series` reads the headers again."""
+    global _last_selection
+    _last_selection = None
+
+
 def select_ct_series(folder: str | Path) -> tuple[str, list[DicomFile]]:
     """Choose the CT series of a one-patient DICOM folder, reading headers only.
+
+    The last selection is remembered while no file of its folder changes (:func:`folder_state`):
+    ``lungseg predict`` reads a series and then writes its DICOM SEG and RTSTRUCT, which
+    reference the same headers, without reading them again (about 0.15 s for 130 slices).
 
     The series selection of ``lungseg predict``: axial CT Image Storage series only
     (localizers, other modalities, duplicate instances dropped), ORIGINAL/PRIMARY first,
@@ -416,10 +444,14 @@ def select_ct_series(folder: str | Path) -> tuple[str, list[DicomFile]]:
         CaseError: (naming ``folder``) not a folder, no DICOM CT files (the message says
             what was found instead), CT files of several patients, no axial series.
     """
+    global _last_selection
     folder = Path(folder)
     name = str(folder)
     if not folder.is_dir():
         raise CaseError(name, "not a folder")
+    state = folder_state(folder)
+    if state is not None and _last_selection is not None and _last_selection[0] == state:
+        return _last_selection[1], list(_last_selection[2])
     patients = scan_dicom_tree(folder)
     with_ct = {pid: p for pid, p in patients.items() if p.ct or p.errors}
     if not with_ct:
@@ -436,6 +468,8 @@ def select_ct_series(folder: str | Path) -> tuple[str, list[DicomFile]]:
     uid = best_series(usable)
     if len(usable) > 1:
         logger.info("%s: %d axial CT series, using %s (%d slices)", name, len(usable), uid, len(usable[uid]))
+    if state is not None:
+        _last_selection = (state, uid, list(usable[uid]))
     return uid, usable[uid]
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,7 +48,14 @@ from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage
 from pydicom.valuerep import DA, TM
 
 from lungseg import __version__
-from lungseg.data.dicom import DEFAULT_MAX_GAP_TOLERANCE, DicomFile, ct_series_geometry, select_ct_series
+from lungseg.data.dicom import (
+    DEFAULT_MAX_GAP_TOLERANCE,
+    DicomFile,
+    ct_series_geometry,
+    folder_state,
+    forget_selection,
+    select_ct_series,
+)
 from lungseg.data.dicom_scan import sop_instance_uid
 from lungseg.data.dicom_write import add_rtstruct_content, make_uid, roi_color
 from lungseg.data.geometry import Geometry
@@ -105,24 +111,12 @@ class _Reference:
 _last_series: tuple[tuple, _Series] | None = None
 
 
-def _folder_state(folder: Path) -> tuple | None:
-    """Path, size, modification time and inode of every file under ``folder`` (None: not a folder, or a
-    file vanished while listing)."""
-    state: list[tuple] = []
-    try:
-        for root, _, names in os.walk(folder):
-            for name in names:
-                st = os.stat(os.path.join(root, name))
-                state.append((root, name, st.st_size, st.st_mtime_ns, st.st_ino))
-        return (str(folder.resolve()), *sorted(state)) if folder.is_dir() else None
-    except OSError:
-        return None
-
-
 def forget_series() -> None:
-    """Drop the remembered CT series: the next writer reads the headers again (benchmarks, tests)."""
+    """Drop the remembered CT series (here and :func:`lungseg.data.dicom.select_ct_series`'s): the next
+    writer reads the headers again (benchmarks, tests)."""
     global _last_series
     _last_series = None
+    forget_selection()
 
 
 def _ct_series(series_dir: str | Path) -> _Series:
@@ -135,7 +129,7 @@ def _ct_series(series_dir: str | Path) -> _Series:
     global _last_series
     name = str(series_dir)
     folder = Path(series_dir)
-    state = _folder_state(folder)
+    state = folder_state(folder)
     if state is not None and _last_series is not None and _last_series[0] == state:
         return _last_series[1] if _last_series[1].name == name else replace(_last_series[1], name=name)
     series_uid, files = select_ct_series(folder)

@@ -369,3 +369,25 @@ def test_headers_are_read_once_per_case_and_again_when_the_folder_changes(synthe
     seg = pydicom.dcmread(write_dicom_seg(labels, other, tmp_path / "c.dcm"))
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == make_uid("EXP1", "changed-ct")
     assert len(calls) == 3
+
+
+def test_predict_reads_the_series_headers_once_for_the_ct_and_both_dicom_outputs(synthetic, tmp_path, monkeypatch) -> None:
+    """Reading the CT (as `lungseg predict` does) and writing its SEG and RTSTRUCT scan the folder's headers once."""
+    from lungseg.data import dicom
+    from lungseg.inference import load_ct
+
+    import shutil
+
+    folder = shutil.copytree(synthetic[0], tmp_path / "series")  # a copy: the test changes the folder
+    labels = synthetic[2]
+    scans = []
+    scan = dicom.scan_dicom_tree
+    monkeypatch.setattr(dicom, "scan_dicom_tree", lambda d: scans.append(d) or scan(d))
+    dicom_export.forget_series()
+    hu, _ = load_ct(folder)
+    write_dicom_seg(labels, folder, tmp_path / "seg.dcm")
+    write_rtstruct(labels, folder, tmp_path / "rt.dcm")
+    assert len(scans) == 1 and hu.shape == labels.shape
+    (Path(folder) / "note.txt").write_text("a new file: the folder changed\n")  # read again, not trusted
+    load_ct(folder)
+    assert len(scans) == 2
