@@ -332,20 +332,22 @@ def run_case(segmenter: Segmenter, case: Case, out: Path, options: CaseOptions, 
     first, so it never vouches for outputs being rewritten; the new one is written last
     (:func:`lungseg.batch.segment_case`).
     """
-    folder = out / case.id
-    folder.mkdir(parents=True, exist_ok=True)
-    report_path(out, case.id).unlink(missing_ok=True)
-    for stale in folder.glob(".*.partial*"):  # left by a killed run's atomic writes
-        stale.unlink(missing_ok=True)
     try:
+        folder = out / case.id
+        folder.mkdir(parents=True, exist_ok=True)
+        report_path(out, case.id).unlink(missing_ok=True)
+        for stale in folder.glob(".*.partial*"):  # left by a killed run's atomic writes
+            stale.unlink(missing_ok=True)
         check_output_types([case.path], options.output_types)
+        result = segment_case(segmenter, case.path, folder, case.id, options.output_types, options.statistics,
+                              options.overlay, {"id": case.id, "fingerprint": fp})
+        if result.error is not None or result.report is None:
+            return failed_row(case, result.error or "no report written", result.seconds)
+        return row_from_report(out, json.loads(result.report.read_text()))
     except LungsegError as e:
         return failed_row(case, str(e))
-    result = segment_case(segmenter, case.path, folder, case.id, options.output_types, options.statistics,
-                          options.overlay, {"id": case.id, "fingerprint": fp})
-    if result.error is not None or result.report is None:
-        return failed_row(case, result.error or "no report written", result.seconds)
-    return row_from_report(out, json.loads(result.report.read_text()))
+    except Exception as e:  # noqa: BLE001 - the output folder (permissions, a full disk): still one row
+        return failed_row(case, f"{out / case.id}: {type(e).__name__}: {e}")
 
 
 # --------------------------------------------------------------------------- the table

@@ -172,5 +172,5 @@ def run_ray(
         if case.id not in seen:
             run.lost.append(case.id)
             table.append(failed_row(case, f"lost on Ray: its worker died {TASK_RETRIES + 1} times "
-                                          "(out of memory? see the Ray logs)"))
+                                          "(out of memory? see the Ray logs); a rerun tries it again"))
     return run

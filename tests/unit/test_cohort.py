@@ -252,3 +252,12 @@ def test_ray_options_need_ray(cohort, tmp_path: Path, capsys) -> None:
     assert _predict(manifest, model, tmp_path, "--actors", "2") == 1
     assert "--actors and --cpus-per-actor need --ray" in capsys.readouterr().err
     assert not os.listdir(tmp_path)
+
+
+def test_an_unwritable_case_folder_is_a_row_and_the_batch_goes_on(cohort, tmp_path: Path) -> None:
+    manifest, model = cohort
+    tmp_path.joinpath("case-00").write_text("a file where the case's folder should be\n")
+    assert _predict(manifest, model, tmp_path) == 1
+    rows = {r["id"]: r for r in read_rows(tmp_path / "results.csv")}
+    assert rows["case-00"]["status"] == "failed" and "case-00: FileExistsError" in rows["case-00"]["error"]
+    assert rows["case-01"]["status"] == "ok"
