@@ -182,7 +182,7 @@ def predict(args: list[str], out: Path, log: Path, kill_driver_at: int = 0, kill
             killed = {"what": "driver", "rows": len(rows), "ok_rows": sum(r["status"] == "ok" for r in rows)}
             break
         if kill_actor_at and n >= kill_actor_at:
-            actors = [p for p in _session_pids(proc.pid) if "MapWorker" in _cmdline(p) and "CaseSegmenter" in _cmdline(p)]
+            actors = [p for p in _session_pids(proc.pid) if "MapWorker(MapBatches(CaseSegmenter))" in _cmdline(p)]
             if actors:
                 os.kill(actors[0], signal.SIGKILL)
                 killed = {"what": f"actor pid {actors[0]}", "rows": n}
@@ -294,7 +294,8 @@ def main() -> None:
 
     # kill the Ray driver half-way, rerun
     killed = predict([*base, *MODES["ray2"]], runs / "killed", runs / "killed-1.log", kill_driver_at=N_CASES // 2)
-    reports = {p.parent.name: p.stat().st_mtime_ns for p in (runs / "killed").glob("*/*.json") if p.stem == p.parent.name}
+    reports = {p.parent.name: p.stat().st_mtime_ns
+               for p in (runs / "killed").glob("*/*.json") if p.stem == p.parent.name}
     rerun = predict([*base, *MODES["ray2"]], runs / "killed", runs / "killed-2.log")
     after = {i: (runs / "killed" / i / f"{i}.json").stat().st_mtime_ns for i in reports}
     kept = sum(after[i] == t for i, t in reports.items())

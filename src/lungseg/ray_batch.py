@@ -162,7 +162,8 @@ def run_ray(
     except LungsegError:
         raise
     except Exception as e:  # noqa: BLE001 - Ray's own errors: one line for the user
-        raise LungsegError(f"Ray: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise LungsegError(f"Ray: {type(e).__name__}: {first}") from e
     finally:
         ray.shutdown()
     if run.peak_rss_mib:

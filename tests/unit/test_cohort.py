@@ -167,7 +167,8 @@ def test_broken_cases_are_rows_and_a_rerun_resumes(cohort, tmp_path: Path, capsy
     out = tmp_path / "out"
     assert _predict(manifest, model, out, "--statistics") == 1  # some cases failed: exit 1, one line
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("lungseg predict: error: 4 of 8 cases failed (empty-dicom, missing, not-nifti, truncated)")
+    assert err[-1].startswith("lungseg predict: error: 4 of 8 cases failed "
+                              "(empty-dicom, missing, not-nifti, truncated)")
     rows = {r["id"]: r for r in read_rows(out / "results.csv", runtime=True)}
     assert list(rows) == sorted(rows) and len(rows) == 8  # sorted by id at the end
     for name in BROKEN:
@@ -218,8 +219,8 @@ def test_shards_and_merge_equal_one_run(cohort, tmp_path: Path) -> None:
     assert main(["merge-results", str(tmp_path / "shards"), "--out", str(tmp_path / "merged.csv")]) == 0
     assert read_rows(tmp_path / "merged.csv") == read_rows(tmp_path / "all" / "results.csv")
     for case_id in ("case-00", "case-03"):
-        a = (tmp_path / "all" / case_id / f"{case_id}_lungs.nii.gz").read_bytes()
-        assert gzip.decompress(a) == gzip.decompress((tmp_path / "shards" / case_id / f"{case_id}_lungs.nii.gz").read_bytes())
+        a, b = (tmp_path / run / case_id / f"{case_id}_lungs.nii.gz" for run in ("all", "shards"))
+        assert gzip.decompress(a.read_bytes()) == gzip.decompress(b.read_bytes())
     merge_results([tmp_path / "shards" / "results-shard-0-of-2.csv", tmp_path / "shards" / "results-shard-1-of-2.csv"],
                   tmp_path / "merged.parquet")
     import pandas as pd

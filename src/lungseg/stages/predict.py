@@ -27,7 +27,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _model_path(params: Params, model: str | None, params_path: Path | None, download_dir: Path) -> tuple[str, str | None]:
+def _model_path(
+    params: Params, model: str | None, params_path: Path | None, download_dir: Path,
+) -> tuple[str, str | None]:
     """``(local model path, params.yaml for a bare .keras)`` of ``--model``: a local file or folder as it
     is, a registry URI through the local SQLite registry's files, else downloaded into ``download_dir``."""
     from lungseg.inference import is_model_uri
@@ -104,7 +106,16 @@ def _run_cohort(
     inputs: list[Path], out_dir: Path, spec: ModelSpec, options: CaseOptions, manifest: Path | None, scan: Path | None,
     shard: str | None, ray: str | None, actors: int | None, cpus_per_actor: float | None, progress: bool,
 ) -> None:
-    from lungseg.cohort import ResultsTable, collect_cases, fingerprint, parse_shard, plan, run_cases, shard_of, table_path
+    from lungseg.cohort import (
+        ResultsTable,
+        collect_cases,
+        fingerprint,
+        parse_shard,
+        plan,
+        run_cases,
+        shard_of,
+        table_path,
+    )
 
     cases = collect_cases(inputs, manifest, scan, out_dir)
     part = parse_shard(shard) if shard is not None else None
