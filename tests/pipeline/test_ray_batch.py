@@ -20,7 +20,7 @@ from lungseg.cli import main
 from tests.unit.test_cohort import BROKEN, make_cohort, read_rows, tiny_bundle
 
 pytestmark = pytest.mark.pipeline
-pytest.importorskip("ray", reason="the `ray` extra (pip install -e '.[ray]')")
+import ray  # noqa: E402, F401 - in the test extra: without it this test must fail, not be skipped
 
 N_CASES = 16  # copies of one 96-voxel phantom under other names: slow enough to kill the driver half-way
 
