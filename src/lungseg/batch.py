@@ -177,12 +177,13 @@ def segment_case(
             seg.timings_s["statistics"] = time.perf_counter() - t
         png = None
         if overlay:
+            from lungseg.densitometry import thirds_map
             from lungseg.figures import CaseView, plot_lung_overlay
 
             t = time.perf_counter()
             laa = f", LAA-950 {stats['total']['laa950_pct']:.1f}%" if stats and stats["total"]["voxels"] else ""
-            png = plot_lung_overlay(CaseView(name, hu, seg.labels, geometry), out / f"{name}_overlay.png",
-                                    f"{name}: {seg.volumes_ml['total']:.0f} mL of lung{laa}")
+            png = plot_lung_overlay(CaseView(name, hu, seg.labels, geometry), thirds_map(seg.labels, geometry),
+                                    out / f"{name}_overlay.png", f"{name}: {seg.volumes_ml['total']:.0f} mL of lung{laa}")
             written["overlay"] = png
             seg.timings_s["overlay"] = time.perf_counter() - t
         seg.timings_s["total"] = time.perf_counter() - t0

@@ -95,20 +95,21 @@ THIRD_COLOURS = ("tab:blue", "tab:green", "tab:orange")  # upper, middle, lower 
 LAA_COLOUR = "magenta"
 
 
-def plot_lung_overlay(case: CaseView, out_png: Path, title: str | None = None, laa_hu: float = -950.0) -> Path:
-    """What the densitometry counts, on three planes through the lungs: top row the lung thirds
-    (:func:`lungseg.densitometry.thirds_map`; upper blue, middle green, lower orange) under the lung
-    contours (right red, left cyan); bottom row the lung voxels below ``laa_hu`` (LAA-950) in magenta."""
+def plot_lung_overlay(
+    case: CaseView, thirds: np.ndarray, out_png: Path, title: str | None = None, laa_hu: float = -950.0
+) -> Path:
+    """What the densitometry counts, on three planes through the lungs: top row the lung ``thirds``
+    (1 upper, 2 middle, 3 lower on the case's grid: :func:`lungseg.densitometry.thirds_map`; drawn blue,
+    green, orange) under the lung contours (right red, left cyan); bottom row the lung voxels below
+    ``laa_hu`` (LAA-950) in magenta."""
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
-
-    from lungseg.densitometry import thirds_map
 
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
     ct, spacing = to_lps_display(case.ct_hu, case.geometry)
     lab, _ = to_lps_display(case.labels, case.geometry)
-    thirds, _ = to_lps_display(thirds_map(case.labels, case.geometry), case.geometry)
+    thirds, _ = to_lps_display(np.asarray(thirds), case.geometry)
     idx = np.argwhere(lab > 0)
     centre = [int(v) for v in (idx.mean(axis=0) if len(idx) else np.array(ct.shape) // 2)]
     right = np.argwhere(lab == 1)

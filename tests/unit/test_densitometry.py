@@ -177,7 +177,7 @@ def test_overlay_draws_the_thirds_and_the_laa_voxels(tmp_path: Path) -> None:
     g = Geometry(labels.shape, (2.0, 2.0, 10.0), (0.0, 0.0, 0.0))
 
     def magenta_pixels(values: np.ndarray) -> int:
-        png = plot_lung_overlay(CaseView("t", values, labels, g), tmp_path / "o.png")
+        png = plot_lung_overlay(CaseView("t", values, labels, g), thirds_map(labels, g), tmp_path / "o.png")
         rgb = mpimg.imread(png)[..., :3]
         return int(((rgb[..., 0] > 0.8) & (rgb[..., 1] < 0.3) & (rgb[..., 2] > 0.8)).sum())
 

@@ -43,7 +43,7 @@ from lungseg.data.dicom_rtstruct import (
     roi_names,
     rtstruct_references,
 )
-from lungseg.data.dicom_scan import DicomFile, PatientFiles, scan_dicom_tree, sop_instance_uid
+from lungseg.data.dicom_scan import DicomFile, PatientFiles, folder_state, scan_dicom_tree, sop_instance_uid
 from lungseg.data.geometry import Geometry
 from lungseg.errors import CaseError
 
@@ -401,20 +401,6 @@ class CtSeries:
 
 #: The last selection made, with the state of its folder's files (see :func:`select_ct_series`).
 _last_selection: tuple[tuple, str, list[DicomFile]] | None = None
-
-
-def folder_state(folder: Path) -> tuple | None:
-    """Path, size, modification time and inode of every file under ``folder`` (None: not a folder, or a
-    file vanished while listing): equal states mean an unchanged folder."""
-    state: list[tuple] = []
-    try:
-        for root, _, names in os.walk(folder):
-            for name in names:
-                st = os.stat(os.path.join(root, name))
-                state.append((root, name, st.st_size, st.st_mtime_ns, st.st_ino))
-        return (str(folder.resolve()), *sorted(state)) if folder.is_dir() else None
-    except OSError:
-        return None
 
 
 def forget_selection() -> None:

@@ -52,11 +52,10 @@ from lungseg.data.dicom import (
     DEFAULT_MAX_GAP_TOLERANCE,
     DicomFile,
     ct_series_geometry,
-    folder_state,
     forget_selection,
     select_ct_series,
 )
-from lungseg.data.dicom_scan import sop_instance_uid
+from lungseg.data.dicom_scan import folder_state, sop_instance_uid
 from lungseg.data.dicom_write import add_rtstruct_content, make_uid, roi_color
 from lungseg.data.geometry import Geometry
 from lungseg.errors import CaseError, LungsegError

@@ -12,6 +12,7 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+import os
 from pathlib import Path
 
 import pydicom
@@ -194,3 +195,17 @@ def scan_dicom_tree(root: Path, exclude: Sequence[Path] = ()) -> dict[str, Patie
         else:
             patient(rel).errors.append(problem)
     return dict(sorted(patients.items()))
+
+
+def folder_state(folder: Path) -> tuple | None:
+    """Path, size, modification time and inode of every file under ``folder`` (None: not a folder, or a
+    file vanished while listing): equal states mean an unchanged folder."""
+    state: list[tuple] = []
+    try:
+        for root, _, names in os.walk(folder):
+            for name in names:
+                st = os.stat(os.path.join(root, name))
+                state.append((root, name, st.st_size, st.st_mtime_ns, st.st_ino))
+        return (str(folder.resolve()), *sorted(state)) if folder.is_dir() else None
+    except OSError:
+        return None
