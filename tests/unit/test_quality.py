@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from lungseg.data.nifti import read_nifti
 from lungseg.preprocessing import canonical_ornt, to_canonical
 from lungseg.quality import assess
+from tests.helpers.real_ct import real_ct
 from tests.phantoms import small_patient
 
-REAL = Path(__file__).resolve().parents[2].parent / "shared" / "real-ct"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} not present (shared real CTs beside the clone)")
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +60,9 @@ def test_each_warning_fires_on_its_own_case(normal) -> None:
     assert [w.split(":")[0] for w in q["warnings"]] == ["partial coverage"], q
 
 
-@needs_real
 def test_the_real_lung_bases_case_is_partial_coverage() -> None:
-    hu, geometry = read_nifti(REAL / "abdomen-lung-bases" / "ct.nii.gz")
-    truth, _ = read_nifti(REAL / "abdomen-lung-bases" / "lungs.nii.gz")
+    hu, geometry = read_nifti(real_ct("abdomen-lung-bases", "ct.nii.gz"))  # skips visibly where absent
+    truth, _ = read_nifti(real_ct("abdomen-lung-bases", "lungs.nii.gz"))
     labels = (truth > 0).astype(np.uint8)
     ml = float(labels.sum()) * geometry.voxel_volume_ml
     q = assess(to_canonical(labels, canonical_ornt(geometry)), {"right": ml / 2, "left": ml / 2, "total": ml}, hu, None)

@@ -21,6 +21,7 @@ from lungseg.data.ingest import lung_labels, split_binary_mask
 from lungseg.data.nifti import read_nifti
 from lungseg.errors import CaseError
 from lungseg.real_ct import mask_on_grid, split_sides
+from lungseg.metrics import dice
 from tests.helpers.real_ct import nsclc_series, real_ct
 
 #: Real series for the read-back checks: (DICOM folder, lung mask on any grid); tests/helpers/real_ct.py skips,
@@ -64,10 +65,6 @@ def synthetic(tmp_path_factory) -> tuple[Path, CtSeries, np.ndarray]:
     return folder, ct, labels
 
 
-def _dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * np.logical_and(a, b).sum() / (a.sum() + b.sum())
-
-
 def _seg_labels(seg: pydicom.Dataset, ct: CtSeries) -> np.ndarray:
     """Labels ``[i, j, k]`` from a SEG's frames, placed by each frame's referenced CT SOP Instance UID."""
     k_of = {uid: k for k, uid in enumerate(ct.sop_instance_uids)}
@@ -107,7 +104,7 @@ def _check_references(ds: pydicom.Dataset, ct: CtSeries) -> None:
     first = ct.files[0].header
     for keyword in PATIENT_AND_STUDY:
         assert ds.get(keyword) == first.get(keyword), keyword
-    assert ds.FrameOfReferenceUID == first.FrameOfReferenceUID if "FrameOfReferenceUID" in ds else True
+    assert ds.FrameOfReferenceUID == first.FrameOfReferenceUID  # both outputs carry the CT's frame of reference
     assert ds.SeriesInstanceUID != ct.series_uid and ds.SOPInstanceUID not in ct.sop_instance_uids
     # no patient identifier that the CT does not hold
     for elem in ds.group_dataset(0x0010):
@@ -142,7 +139,7 @@ def _check_seg(path: Path, ct: CtSeries, labels: np.ndarray) -> pydicom.Dataset:
         assert ipp == pytest.approx(position_of[source], abs=1e-3)
     got = _seg_labels(seg, ct)
     for value in (1, 2):
-        assert _dice(got == value, labels == value) >= 0.99
+        assert dice(got == value, labels == value) >= 0.99
         voxels = np.argwhere(labels == value).astype(float)
         expected = ct.geometry.voxel_to_lps(voxels).mean(axis=0)
         assert _seg_world_centroid(seg, value) == pytest.approx(expected, abs=1e-3)
@@ -169,7 +166,7 @@ def _check_rtstruct(path: Path, ct: CtSeries, labels: np.ndarray) -> pydicom.Dat
             assert np.allclose(points[:, 2], z_of[contour.ContourImageSequence[0].ReferencedSOPInstanceUID])
     got = _rtstruct_labels(rs, ct)
     for value in (1, 2):
-        assert _dice(got == value, labels == value) >= 0.99
+        assert dice(got == value, labels == value) >= 0.99
     return rs
 
 
@@ -339,9 +336,9 @@ def test_real_series_rtstruct_is_read_back_by_rt_utils(real_series) -> None:
     COPDGene and NSCLC LUNG1-001 to 003; 0.947-0.989 with the contours at level 0.5); lungseg's reader exactly."""
     name, folder, ct, labels, _, rt_path = real_series
     got = _rt_utils_labels(folder, rt_path, ct)
-    dice = {side: _dice(got == value, labels == value) for side, value in (("right", 1), ("left", 2))}
-    print(f"{name}: rt-utils Dice {dice}")
-    assert min(dice.values()) >= 0.99, dice
+    per_lung = {side: dice(got == value, labels == value) for side, value in (("right", 1), ("left", 2))}
+    print(f"{name}: rt-utils Dice {per_lung}")
+    assert min(per_lung.values()) >= 0.99, per_lung
     np.testing.assert_array_equal(_rtstruct_labels(pydicom.dcmread(rt_path), ct), labels)
 
 
