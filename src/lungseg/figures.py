@@ -63,6 +63,20 @@ def _planes(volume: np.ndarray, centre: tuple[int, int, int]) -> list[np.ndarray
     return [axial, coronal, sagittal]
 
 
+def _display(case: CaseView) -> tuple[np.ndarray, np.ndarray, list[int], list[float]]:
+    """CT and labels in display orientation, the voxel the three planes pass through (the lungs'
+    centre; sagittal through the right lung, not the mediastinum) and the planes' aspect ratios."""
+    ct, spacing = to_lps_display(case.ct_hu, case.geometry)
+    lab, _ = to_lps_display(case.labels, case.geometry)
+    idx = np.argwhere(lab > 0)
+    centre = [int(v) for v in (idx.mean(axis=0) if len(idx) else np.array(ct.shape) // 2)]
+    right = np.argwhere(lab == 1)
+    if len(right):  # sagittal through the right lung, not the mediastinum
+        centre[0] = int(right[:, 0].mean())
+    aspects = [spacing[1] / spacing[0], spacing[2] / spacing[0], spacing[2] / spacing[1]]
+    return ct, lab, centre, aspects
+
+
 def plot_cases_three_planes(cases: list[CaseView], out_png: Path, title: str | None = None) -> Path:
     """Draw axial/coronal/sagittal slices through the lungs' centre with lung contours.
 
@@ -72,14 +86,7 @@ def plot_cases_three_planes(cases: list[CaseView], out_png: Path, title: str | N
     out_png.parent.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(len(cases), 3, figsize=(12, 4 * len(cases)), squeeze=False)
     for row, case in zip(axes, cases):
-        ct, spacing = to_lps_display(case.ct_hu, case.geometry)
-        lab, _ = to_lps_display(case.labels, case.geometry)
-        idx = np.argwhere(lab > 0)
-        centre = [int(v) for v in (idx.mean(axis=0) if len(idx) else np.array(ct.shape) // 2)]
-        right = np.argwhere(lab == 1)
-        if len(right):  # sagittal through the right lung, not the mediastinum
-            centre[0] = int(right[:, 0].mean())
-        aspects = [spacing[1] / spacing[0], spacing[2] / spacing[0], spacing[2] / spacing[1]]
+        ct, lab, centre, aspects = _display(case)
         names = ["axial", "coronal", "sagittal"]
         for ax, img, msk, aspect, name in zip(row, _planes(ct, centre), _planes(lab, centre), aspects, names):
             ax.imshow(img, cmap="gray", vmin=LUNG_WINDOW_HU[0], vmax=LUNG_WINDOW_HU[1], origin="lower", aspect=aspect)
@@ -107,15 +114,8 @@ def plot_lung_overlay(
 
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    ct, spacing = to_lps_display(case.ct_hu, case.geometry)
-    lab, _ = to_lps_display(case.labels, case.geometry)
+    ct, lab, centre, aspects = _display(case)
     thirds, _ = to_lps_display(np.asarray(thirds), case.geometry)
-    idx = np.argwhere(lab > 0)
-    centre = [int(v) for v in (idx.mean(axis=0) if len(idx) else np.array(ct.shape) // 2)]
-    right = np.argwhere(lab == 1)
-    if len(right):  # sagittal through the right lung, not the mediastinum
-        centre[0] = int(right[:, 0].mean())
-    aspects = [spacing[1] / spacing[0], spacing[2] / spacing[0], spacing[2] / spacing[1]]
     fig, axes = plt.subplots(2, 3, figsize=(12, 8.4))
     planes = zip(_planes(ct, centre), _planes(lab, centre), _planes(thirds, centre), aspects, ("axial", "coronal", "sagittal"))
     for col, (img, msk, third, aspect, name) in enumerate(planes):
