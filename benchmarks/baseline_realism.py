@@ -1,7 +1,7 @@
 """How hard is the synthetic cohort for the classical baseline?
 
 Generates the patients of the default cohort in memory (same per-patient seeds and
-pathology flags as ``synthesize_cohort``), runs :func:`lungseg.baseline.segment_lungs`
+pathology flags as ``synthesize_cohort``), runs :func:`lungseg.evaluation.baseline.segment_lungs`
 and prints ``name: value`` lines: combined-lung Dice (mean/min) for patients with and
 without pathology, per-lung means, and timings.
 
@@ -18,9 +18,9 @@ import time
 
 import numpy as np
 
-from lungseg.baseline import segment_lungs
-from lungseg.data.synthetic import has_pathology, make_phantom
-from lungseg.metrics import dice
+from lungseg.evaluation.baseline import segment_lungs
+from lungseg.evaluation.metrics import dice
+from lungseg.synthetic import has_pathology, make_phantom
 
 
 def _one(job: tuple[int, int, float, int]) -> dict:

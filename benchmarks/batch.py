@@ -4,7 +4,7 @@ The 40-case cohort (built once under ``--work``): the real CTs beside the clone 
 COPDGene 10002K as NIfTI and as DICOM, the abdomen CT as NIfTI and its no-lung DICOM series) and the
 three NSCLC-Radiomics DICOM series under ``data/external/nsclc-radiomics`` where present, four broken
 inputs (a truncated ``.nii.gz``, a text file named ``.nii.gz``, an empty DICOM folder, a missing path)
-and synthetic patients (:func:`lungseg.data.synthetic.make_phantom`, 256 matrix) for the rest.
+and synthetic patients (:func:`lungseg.synthetic.make_phantom`, 256 matrix) for the rest.
 
 Each run is ``lungseg predict --manifest M --statistics`` as its own process (what a user runs):
 
@@ -14,7 +14,7 @@ Each run is ``lungseg predict --manifest M --statistics`` as its own process (wh
 
 Measured per run: wall time of the process (Ray's start-up included), cases per minute, seconds to
 the first finished case, the steady rate between the first and the last finished case, the peak
-resident memory of the driver process and (Ray) of each actor (logged by :mod:`lungseg.ray_batch`).
+resident memory of the driver process and (Ray) of each actor (logged by :mod:`lungseg.inference.ray_batch`).
 Checked: every run's table (runtime columns aside) and every mask equal the plain loop's; broken
 inputs are failed rows; a ``ray2`` run whose driver is SIGKILLed half-way, then rerun, recomputes no
 completed case (counts and report timestamps); a ``ray2`` run in which one actor process is SIGKILLed
@@ -70,8 +70,8 @@ MODES = {
 
 def make_cohort(work: Path) -> Path:
     """The 40-case manifest (module docstring); written once, reused."""
-    from lungseg.data.nifti import write_nifti
-    from lungseg.data.synthetic import make_phantom
+    from lungseg.io.nifti import write_nifti
+    from lungseg.synthetic import make_phantom
 
     manifest = work / "manifest.csv"
     if manifest.is_file():
@@ -106,7 +106,7 @@ def make_cohort(work: Path) -> Path:
 def resolve_model(model: str | None, params: str | None, work: Path) -> tuple[Path, str]:
     """(bundle folder with ONNX networks, a line saying which model it is)."""
     from lungseg.config import PostprocessConfig, PreprocessConfig, load_params
-    from lungseg.inference import write_bundle
+    from lungseg.inference.segmenter import write_bundle
 
     bundle = work / "bundle"
     if model is None:
@@ -125,7 +125,7 @@ def resolve_model(model: str | None, params: str | None, work: Path) -> tuple[Pa
         return bundle, f"trained model {model} (configs of {params}), as a bundle with its ONNX twin"
     import keras
 
-    from lungseg.model import build_unet3d
+    from lungseg.nn.model import build_unet3d
 
     keras.utils.set_random_seed(0)
     pre = PreprocessConfig()
@@ -224,7 +224,7 @@ def timing(rows: list[dict[str, str]], start: float, wall: float) -> dict:
 
 def same_masks(a: Path, b: Path, ids: list[str]) -> list[str]:
     """Ids whose masks differ between output folders ``a`` and ``b``."""
-    from lungseg.data.nifti import read_nifti
+    from lungseg.io.nifti import read_nifti
 
     differ = []
     for i in ids:

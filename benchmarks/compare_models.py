@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from lungseg.config import load_params
-from lungseg.crossval import score_cases
-from lungseg.dataset import load_split
-from lungseg.inference import Segmenter, load_keras_model
-from lungseg.metrics import dice
-from lungseg.real_ct import available, load_scan
+from lungseg.evaluation.metrics import dice
+from lungseg.evaluation.real_ct import available, load_scan
+from lungseg.inference.segmenter import Segmenter
+from lungseg.nn.model import load_keras_model
+from lungseg.training.crossval import score_cases
+from lungseg.training.dataset import load_split
 
 
 def main() -> None:

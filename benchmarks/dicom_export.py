@@ -3,7 +3,7 @@
 Prints ``name: value`` lines: the host (CPU model, cores, SIMD flags from ``/proc/cpuinfo``),
 the load average, the series, and per writer the wall time (best and median of ``--repeats``) and the CPU time
 (best), in ms. Each repeat writes one case as ``lungseg predict --output-type dicom-seg rtstruct``
-does: the SEG first, reading the series headers (:func:`lungseg.data.dicom_export.forget_series`
+does: the SEG first, reading the series headers (:func:`lungseg.io.dicom_export.forget_series`
 before it), then the RTSTRUCT, which reuses them. Target (issue 20): both together <= 1 s for a
 512x512x~130 series on a 2-core host.
 
@@ -35,9 +35,9 @@ COPDGENE = (REAL / "copdgene-10002k" / "dicom", REAL / "copdgene-10002k" / "lung
 
 def load_labels(series: Path, mask: Path) -> np.ndarray:
     """The mask on the series' grid as labels ``[i, j, k]`` (1 right, 2 left)."""
-    from lungseg.data.dicom import read_ct_folder
-    from lungseg.data.nifti import read_nifti
-    from lungseg.real_ct import mask_on_grid, split_sides
+    from lungseg.evaluation.real_ct import mask_on_grid, split_sides
+    from lungseg.io.dicom import read_ct_folder
+    from lungseg.io.nifti import read_nifti
 
     geometry = read_ct_folder(series).geometry
     data, mask_geometry = read_nifti(mask)
@@ -54,8 +54,8 @@ def main() -> None:
     if mask is None:
         parser.error("--series needs --mask")
 
-    from lungseg.data import dicom_export
-    from lungseg.runtime import host_description
+    from lungseg.io import dicom_export
+    from lungseg.nn.runtime import host_description
 
     host = host_description()
     print(f"host: {host['cpu']}, {host['cores']} cores, SIMD {host['simd']}")

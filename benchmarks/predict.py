@@ -9,7 +9,7 @@ Prints ``name: value`` lines:
   latency over 20 sequential requests with the same CT as base64 .nii.gz, next to the
   in-process time of the same work (decode, segment, encode) with the same model.
 
-The CT is a synthetic patient (:func:`lungseg.data.synthetic.make_phantom`) drawn until it
+The CT is a synthetic patient (:func:`lungseg.synthetic.make_phantom`) drawn until it
 has a 512 matrix, resampled along the slice axis to 130 slices (same z extent), written once
 under ``--work`` and reused. The model is
 ``--model`` (a ``.keras`` file, a saved segmenter folder or an MLflow URI), by default the
@@ -44,10 +44,10 @@ def make_case(work: Path) -> tuple[Path, Path]:
     """A 512x512x130 CT as a DICOM series folder and as .nii.gz (written once, reused)."""
     from scipy import ndimage
 
-    from lungseg.data.dicom_write import StudyInfo, make_uid, write_ct_series
-    from lungseg.data.geometry import Geometry
-    from lungseg.data.nifti import write_nifti
-    from lungseg.data.synthetic import make_phantom
+    from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series
+    from lungseg.io.geometry import Geometry
+    from lungseg.io.nifti import write_nifti
+    from lungseg.synthetic import make_phantom
 
     dicom, nifti = work / "ct512_dicom", work / "ct512.nii.gz"
     if (work / "done").exists():
@@ -76,8 +76,8 @@ def make_case(work: Path) -> tuple[Path, Path]:
 def resolve_model(model: str | None, work: Path) -> tuple[str, str]:
     """(model for `lungseg predict --model`, model for `mlflow models serve -m`)."""
     from lungseg.config import load_params
-    from lungseg.registry import champion_uri
-    from lungseg.serving import download_model, save_segmenter_model
+    from lungseg.inference.registry import champion_uri
+    from lungseg.inference.serving import download_model, save_segmenter_model
 
     params = load_params(REPO / "params.yaml")
     if model is None:
@@ -98,7 +98,7 @@ def resolve_model(model: str | None, work: Path) -> tuple[str, str]:
     keras_file = Path(model) if Path(model).is_file() else Path(model) / "model.keras"
     cfg = keras_file.parent / "lungseg_config.json"
     if cfg.exists():
-        from lungseg.inference import read_config_json
+        from lungseg.inference.segmenter import read_config_json
 
         pre, post = read_config_json(cfg)
     else:
@@ -159,8 +159,8 @@ def _free_port() -> int:
 
 
 def bench_server(served: str, nifti: Path, requests: int, work: Path) -> None:
-    from lungseg.inference import Segmenter
-    from lungseg.serving import load_segmenter, segment_nifti_bytes
+    from lungseg.inference.segmenter import Segmenter
+    from lungseg.inference.serving import load_segmenter, segment_nifti_bytes
 
     payload = json.dumps({"inputs": [base64.b64encode(nifti.read_bytes()).decode()]}).encode()
     print(f"request_mb: {len(payload) / 1e6:.1f}")

@@ -12,7 +12,7 @@ classical baseline and prints, per case:
 * the lung by depth inside the reference mask (0-3, 3-10, 10-20, 20-40, > 40 mm): its volume,
   the median probability, and the share missed;
 * for the NSCLC-Radiomics cases, the tumour (RTSTRUCT ROI ``GTV-1``, rasterised by
-  :func:`lungseg.data.dicom_rtstruct.rasterize_contours`): its volume, how much of it the
+  :func:`lungseg.io.dicom_rtstruct.rasterize_contours`): its volume, how much of it the
   reference lung mask holds (radiotherapy convention: none, but for contour overlap) and how
   much each method calls lung.
 
@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from lungseg.baseline import segment_lungs
 from lungseg.config import load_params
-from lungseg.inference import Segmenter
-from lungseg.metrics import dice
-from lungseg.real_ct import available, load_scan
+from lungseg.evaluation.baseline import segment_lungs
+from lungseg.evaluation.metrics import dice
+from lungseg.evaluation.real_ct import available, load_scan
+from lungseg.inference.segmenter import Segmenter
 
 DEPTHS_MM = ((0, 3), (3, 10), (10, 20), (20, 40), (40, 1000))
 
@@ -42,7 +42,7 @@ def gtv_mask(dicom_dir: Path, geometry) -> np.ndarray | None:  # noqa: ANN001 - 
     """The RTSTRUCT's ``GTV-1`` on the CT grid, or None when the folder holds none."""
     import pydicom
 
-    from lungseg.data.dicom_rtstruct import rasterize_contours, roi_contours
+    from lungseg.io.dicom_rtstruct import rasterize_contours, roi_contours
 
     for f in sorted(dicom_dir.glob("*.dcm")):
         ds = pydicom.dcmread(f, stop_before_pixels=True)

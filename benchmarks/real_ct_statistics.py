@@ -25,7 +25,7 @@ in canonical RAS order; in-plane statistics on <= 24 axial slices spread over th
   -500 opened by an 8 mm square): number of other components >= 5 cm2 beside the trunk (arms down = 2),
   trunk width / lung width, and the left-right extent (mm) of dense voxels posterior to the
   trunk (the couch); scan range above the lung apex and below the lung base (mm).
-* Network input (``lungseg.preprocessing`` with the default ``PreprocessConfig`` and
+* Network input (``lungseg.inference.preprocessing`` with the default ``PreprocessConfig`` and
   ``--normalize``: thorax crop, 64^3 resample, HU window -> [0, 1], smoothing, standardisation;
   the README's figures were taken with ``--normalize volume``, the per-crop z-score): crop size (sqrt of the
   in-plane area, mm), lung share of the input, mean and SD of the windowed crop (``w``),
@@ -53,12 +53,17 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from lungseg.config import DEFAULT_REAL_CT, PreprocessConfig
-from lungseg.data.geometry import Geometry
-from lungseg.data.nifti import read_nifti
-from lungseg.preprocessing import (
-    canonical_ornt, canonical_view, preprocess_image, preprocess_mask, resample_box, window_normalize,
+from lungseg.evaluation.real_ct import load_scan
+from lungseg.inference.preprocessing import (
+    canonical_ornt,
+    canonical_view,
+    preprocess_image,
+    preprocess_mask,
+    resample_box,
+    window_normalize,
 )
-from lungseg.real_ct import load_scan
+from lungseg.io.geometry import Geometry
+from lungseg.io.nifti import read_nifti
 
 NORMALIZE = ["fixed"]  # set by --normalize
 

@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from lungseg.config import PrepareConfig
-from lungseg.data.dicom import read_dicom_case, scan_dicom_tree
-from lungseg.data.synthetic import has_pathology, make_phantom, synthesize_cohort
-from lungseg.metrics import dice
+from lungseg.evaluation.metrics import dice
+from lungseg.io.dicom import scan_dicom_tree
+from lungseg.io.dicom_case import read_dicom_case
+from lungseg.synthetic import has_pathology, make_phantom, synthesize_cohort
 
 
 def _roundtrip(job: tuple[str, int, int, float, int]) -> tuple[str, float, float, bool]:

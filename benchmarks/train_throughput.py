@@ -6,7 +6,7 @@ pipeline, their ratio, the model's achieved GFLOP/s, a numpy float32 matmul GFLO
 in the same run and the model's fraction of it. To see an AVX-512 host as an AVX2-only one
 would run it, set ``ONEDNN_MAX_CPU_ISA=AVX2`` (TensorFlow's oneDNN kernels) and
 ``OPENBLAS_CORETYPE=Haswell`` (numpy's OpenBLAS kernels, so the ratio compares like with like); ``TF_ENABLE_ONEDNN_OPTS=0`` shows TensorFlow's
-Eigen fallback (``lungseg.runtime`` turns oneDNN on by default). Uses data/processed/train when present,
+Eigen fallback (``lungseg.nn.runtime`` turns oneDNN on by default). Uses data/processed/train when present,
 otherwise random volumes of ``preprocess.shape``. The augmentation is what ``train`` uses:
 ``augment`` from the params file with ``reports/tune/best_params.json`` laid over it when that
 exists (``--params-only`` to ignore it). The pipeline timing starts a fresh iterator, so enough steps
@@ -27,15 +27,14 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 
 from lungseg.config import load_params  # noqa: E402  (first: lungseg sets TensorFlow's env before its import)
-from lungseg.dataset import SplitArrays, load_split, train_dataset  # noqa: E402
-from lungseg.model import build_unet3d  # noqa: E402
-from lungseg.runtime import configure_threads, host_description  # noqa: E402
-from lungseg.training import compile_model  # noqa: E402
-from lungseg.tuning import overlay_best_params  # noqa: E402
-
-import tensorflow as tf  # noqa: E402
+from lungseg.nn.model import build_unet3d  # noqa: E402
+from lungseg.nn.runtime import configure_threads, host_description  # noqa: E402
+from lungseg.training.dataset import SplitArrays, load_split, train_dataset  # noqa: E402
+from lungseg.training.fit import compile_model  # noqa: E402
+from lungseg.training.tuning import overlay_best_params  # noqa: E402
 
 
 def forward_flops(model: tf.keras.Model) -> float:
@@ -120,7 +119,7 @@ def main() -> None:
     for key, value in host_description().items():
         print(f"host_{key}: {value}")
     print(f"host_openblas_coretype: {os.environ.get('OPENBLAS_CORETYPE', '(not set)')}")
-    from lungseg.model import _slab_enabled
+    from lungseg.nn.model import _slab_enabled
 
     print(f"slab_kernel_gradient: {_slab_enabled()} (LUNGSEG_SLAB_GRAD={os.environ.get('LUNGSEG_SLAB_GRAD', 'auto')})")
     print(f"data: {source}")

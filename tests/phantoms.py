@@ -6,8 +6,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from lungseg.data.geometry import Geometry
-from lungseg.data.synthetic import make_phantom
+from lungseg.io.geometry import Geometry
+from lungseg.synthetic import make_phantom
 
 
 @lru_cache(maxsize=2)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lungseg.runtime import set_tensorflow_env
+from lungseg.nn.runtime import set_tensorflow_env
 
 __version__ = "0.1.0"
 
-set_tensorflow_env()  # before anything imports TensorFlow: see lungseg.runtime
+set_tensorflow_env()  # before anything imports TensorFlow: see lungseg.nn.runtime

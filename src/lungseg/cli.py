@@ -99,7 +99,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _cmd_merge_results(args: argparse.Namespace) -> None:
-    from lungseg.cohort import merge_results
+    from lungseg.inference.cohort import merge_results
 
     merge_results(args.tables, args.out)
 

@@ -9,6 +9,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
+
 @dataclass(frozen=True)
 class DataConfig:
     """Where each stage reads and writes (paths relative to the repo root)."""
@@ -22,7 +23,7 @@ class DataConfig:
 @dataclass(frozen=True)
 class RealismConfig:
     """Per-patient probabilities of what real CTs show and the phantom does not
-    (:mod:`lungseg.data.realism`); all 0 = off (the cohort is then unchanged)."""
+    (:mod:`lungseg.synthetic.realism`); all 0 = off (the cohort is then unchanged)."""
 
     bases_only_p: float = 0.0  # abdominal CT holding only the lung bases (abdomen below, bowel gas)
     apex_cut_p: float = 0.0  # the scan starts below the lung apex

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 
-from lungseg.data.geometry import Geometry  # noqa: E402
+from lungseg.io.geometry import Geometry  # noqa: E402
 
 LUNG_WINDOW_HU = (-1350.0, 150.0)  # W 1500 / L -600
 LABEL_COLOURS = {1: "tab:red", 2: "tab:cyan"}  # 1 = right lung, 2 = left lung
@@ -98,7 +98,7 @@ def plot_cases_three_planes(cases: list[CaseView], out_png: Path, title: str | N
     return _save(fig, out_png, title)
 
 
-THIRD_COLOURS = ("tab:blue", "tab:green", "tab:orange")  # upper, middle, lower third (lungseg.densitometry)
+THIRD_COLOURS = ("tab:blue", "tab:green", "tab:orange")  # upper, middle, lower third (lungseg.inference.densitometry)
 LAA_COLOUR = "magenta"
 
 
@@ -106,7 +106,7 @@ def plot_lung_overlay(
     case: CaseView, thirds: np.ndarray, out_png: Path, title: str | None = None, laa_hu: float = -950.0
 ) -> Path:
     """What the densitometry counts, on three planes through the lungs: top row the lung ``thirds``
-    (1 upper, 2 middle, 3 lower on the case's grid: :func:`lungseg.densitometry.thirds_map`; drawn blue,
+    (1 upper, 2 middle, 3 lower on the case's grid: :func:`lungseg.inference.densitometry.thirds_map`; drawn blue,
     green, orange) under the lung contours (right red, left cyan); bottom row the lung voxels below
     ``laa_hu`` (LAA-950) in magenta."""
     from matplotlib.colors import ListedColormap

@@ -30,7 +30,7 @@ def tree_digest(folder: Path) -> str:
 def phantom_digest(seed: int | list[int] | np.random.Generator, pathology: bool, max_matrix: int) -> str:
     """sha256 over the HU array bytes and the packed masks (sorted by name) of one phantom
     (``seed``: a generator, ``n`` for ``default_rng([n, 0])``, or a seed list for ``default_rng(list)``)."""
-    from lungseg.data.synthetic import make_phantom
+    from lungseg.synthetic import make_phantom
 
     if isinstance(seed, np.random.Generator):
         rng = seed

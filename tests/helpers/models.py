@@ -9,7 +9,7 @@ def save_tiny_unet(path: Path, shape: tuple[int, int, int], seed: int = 0, base_
     """Build lungseg's 3D U-Net for ``shape`` (random weights from ``seed``, no dropout), save it to ``path``."""
     import keras
 
-    from lungseg.model import build_unet3d
+    from lungseg.nn.model import build_unet3d
 
     keras.utils.set_random_seed(seed)
     path = Path(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from lungseg.config import AugmentConfig
-from lungseg.dataset import SplitArrays
+from lungseg.training.dataset import SplitArrays
 
 #: every augmentation probability 0: each training batch is exactly one of the processed volumes
 ZERO_AUG = AugmentConfig(**{k: 0.0 for k in AugmentConfig.__dataclass_fields__ if k.endswith("_p")})

@@ -52,7 +52,7 @@ def cohort(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def test_ray_matches_the_plain_loop_and_resumes_after_the_driver_is_killed(cohort, tmp_path: Path, caplog) -> None:
-    from lungseg.data.nifti import read_nifti
+    from lungseg.io.nifti import read_nifti
 
     manifest, model = cohort
     base = ["predict", "--manifest", str(manifest), "--model", str(model), "--statistics", "-q"]

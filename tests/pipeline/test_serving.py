@@ -14,7 +14,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from .conftest import BIN, run, free_port, http_process
+from .conftest import BIN, free_port, http_process, run
 
 pytestmark = pytest.mark.pipeline
 
@@ -38,7 +38,7 @@ def _case(project: Path) -> tuple[str, Path]:
 def saved_model(reproduced: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The pipeline's trained model saved as the segmenter pyfunc (with the project's configs)."""
     from lungseg.config import load_params
-    from lungseg.serving import save_segmenter_model
+    from lungseg.inference.serving import save_segmenter_model
 
     params = load_params(reproduced / "params.yaml")
     path = tmp_path_factory.mktemp("served") / "segmenter"
@@ -58,8 +58,8 @@ def server(saved_model: Path, tmp_path_factory: pytest.TempPathFactory):
 def test_server_segments_a_real_case_like_the_in_process_segmenter(
     server: str, saved_model: Path, reproduced: Path
 ) -> None:
-    from lungseg.data.nifti import read_nifti, read_nifti_bytes
-    from lungseg.inference import Segmenter
+    from lungseg.inference.segmenter import Segmenter
+    from lungseg.io.nifti import read_nifti, read_nifti_bytes
 
     _, ct_path = _case(reproduced)
     img = nib.load(str(ct_path))
@@ -141,8 +141,8 @@ def test_lungseg_predict_without_model_uses_the_champion(reproduced: Path) -> No
             "assert 'mlflow' not in sys.modules, 'MLflow was imported'; sys.exit(rc)")
     run([str(BIN / "python"), "-c", fast, str(ct_path), str(reproduced / "champion_fast")], reproduced)
     # ... and gives the mask of the same version downloaded by MLflow
-    download = ("import sys; from lungseg.config import load_params; from lungseg.registry import champion_uri; "
-                "from lungseg.serving import download_model; t = load_params('params.yaml').tracking; "
+    download = ("import sys; from lungseg.config import load_params; from lungseg.inference.registry import champion_uri; "
+                "from lungseg.inference.serving import download_model; t = load_params('params.yaml').tracking; "
                 "download_model(champion_uri(t), sys.argv[1], t)")
     run([str(BIN / "python"), "-c", download, str(reproduced / "champion_download")], reproduced)
     run(["lungseg", "predict", str(ct_path), "--out", str(reproduced / "champion_mlflow"),

@@ -10,7 +10,6 @@ import pytest
 
 from lungseg.config import load_params
 
-
 pytestmark = pytest.mark.pipeline
 
 
@@ -39,7 +38,7 @@ def test_preprocess_outputs(reproduced: Path) -> None:
 def test_train_logged_run_model_and_reports(reproduced: Path) -> None:
     import mlflow
 
-    import lungseg.model  # noqa: F401 - registers the U-Net's custom layers (README: before loading it outside lungseg)
+    import lungseg.nn.model  # noqa: F401 - registers the U-Net's custom layers (README: before loading it outside lungseg)
 
     metrics = json.loads((reproduced / "reports/train_metrics.json").read_text())
     assert metrics["epochs_run"] == 2 and 0.0 <= metrics["val_dice"] <= 1.0

@@ -6,11 +6,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lungseg import metrics
-from lungseg.augmentation import AugmentParams, apply, augment, check_config, elastic_field, sample_params
 from lungseg.config import AugmentConfig
 from lungseg.errors import ConfigError
+from lungseg.evaluation import metrics
 from lungseg.figures import plot_augmentation
+from lungseg.training.augmentation import (
+    AugmentParams,
+    apply,
+    augment,
+    check_config,
+    elastic_field,
+    sample_params,
+)
 
 SHAPE = (40, 44, 36)
 ALL_ON = AugmentConfig(
@@ -46,7 +53,7 @@ def only(*names: str, **overrides: float) -> AugmentConfig:
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two float volumes thresholded at 0.5 (lungseg.metrics.dice, tested in test_metrics.py)."""
+    """Dice of two float volumes thresholded at 0.5 (lungseg.evaluation.metrics.dice, tested in test_metrics.py)."""
     return metrics.dice(a > 0.5, b > 0.5)
 
 

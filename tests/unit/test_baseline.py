@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lungseg.baseline import segment_lungs
-from lungseg.data.geometry import Geometry
-from lungseg.data.synthetic import make_phantom
-from lungseg.metrics import dice
+from lungseg.evaluation.baseline import segment_lungs
+from lungseg.evaluation.metrics import dice
+from lungseg.io.geometry import Geometry
+from lungseg.synthetic import make_phantom
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import yaml
 
 from lungseg.cli import main
 
-
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -83,8 +82,8 @@ import json  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from lungseg.data.nifti import write_nifti  # noqa: E402
-from lungseg.data.synthetic import make_phantom  # noqa: E402
+from lungseg.io.nifti import write_nifti  # noqa: E402
+from lungseg.synthetic import make_phantom  # noqa: E402
 from tests.helpers.real_ct import real_ct  # noqa: E402
 
 PARAMS = "preprocess:\n  shape: [16, 16, 16]\n"
@@ -166,7 +165,7 @@ def test_no_lung_series_warns_and_exits_zero(case, tmp_path: Path, caplog) -> No
 
 def _dicom_case(which: str, tmp: Path) -> Path:
     """The phantom written as a DICOM CT series, or the shared real COPDGene series (skipped visibly if absent)."""
-    from lungseg.data.dicom_write import StudyInfo, make_uid, write_ct_series
+    from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series
 
     if which == "copdgene":
         return real_ct("copdgene-10002k", "dicom")
@@ -178,8 +177,8 @@ def _dicom_case(which: str, tmp: Path) -> Path:
 
 @pytest.mark.parametrize("which", ["phantom", "copdgene"])
 def test_dicom_seg_and_rtstruct_match_the_nifti_output(case, tmp_path: Path, which: str) -> None:
-    from lungseg.data.dicom import read_ct_folder
-    from lungseg.data.nifti import read_nifti
+    from lungseg.io.dicom import read_ct_folder
+    from lungseg.io.nifti import read_nifti
     from tests.unit.data.test_dicom_export import _check_rtstruct, _check_seg
 
     _, _, params = case

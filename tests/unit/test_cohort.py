@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from lungseg.cli import main
-from lungseg.cohort import (
+from lungseg.errors import LungsegError
+from lungseg.inference.cohort import (
     RUNTIME_COLUMNS,
     Case,
     collect_cases,
@@ -27,7 +28,6 @@ from lungseg.cohort import (
     scan_folder,
     shard_of,
 )
-from lungseg.errors import LungsegError
 
 BROKEN = ("truncated", "not-nifti", "empty-dicom", "missing")
 
@@ -38,8 +38,8 @@ def tiny_bundle(folder: Path) -> Path:
     import keras
 
     from lungseg.config import PostprocessConfig, PreprocessConfig
-    from lungseg.inference import write_bundle
-    from lungseg.model import build_unet3d
+    from lungseg.inference.segmenter import write_bundle
+    from lungseg.nn.model import build_unet3d
 
     keras.utils.set_random_seed(3)
     folder.mkdir(parents=True, exist_ok=True)
@@ -51,8 +51,8 @@ def tiny_bundle(folder: Path) -> Path:
 def make_cohort(folder: Path, n: int, max_matrix: int = 48) -> Path:
     """``n`` synthetic NIfTI CTs plus the four broken inputs of :data:`BROKEN`; returns the manifest
     (ids ``case-00`` ... and the broken names; relative paths)."""
-    from lungseg.data.nifti import write_nifti
-    from lungseg.data.synthetic import make_phantom
+    from lungseg.io.nifti import write_nifti
+    from lungseg.synthetic import make_phantom
 
     cts = folder / "cts"
     cts.mkdir(parents=True, exist_ok=True)

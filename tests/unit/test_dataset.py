@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from lungseg.config import AugmentConfig
-from lungseg.dataset import eval_dataset, load_split, train_dataset
 from lungseg.errors import LungsegError
+from lungseg.training.dataset import eval_dataset, load_split, train_dataset
 
 
 @pytest.fixture()
@@ -59,7 +59,7 @@ def test_eval_batches_are_the_arrays_in_order(split: Path) -> None:
 
 def test_pipelines_do_not_autotune(split: Path) -> None:
     """tf.data's autotuner made every iterator's deletion wait for its sleeping thread (a stall at
-    the end of each fit and validation pass, see lungseg.dataset._without_autotune)."""
+    the end of each fit and validation pass, see lungseg.training.dataset._without_autotune)."""
     data = load_split(split, "train")
     for ds in (train_dataset(data, AugmentConfig(), batch_size=2, seed=0), eval_dataset(data, batch_size=2)):
         assert ds.options().autotune.enabled is False
@@ -68,8 +68,8 @@ def test_pipelines_do_not_autotune(split: Path) -> None:
 def test_load_cases_gathers_a_fold_across_the_splits(tmp_path: Path) -> None:
     import json
 
-    from lungseg.dataset import load_cases
     from lungseg.errors import LungsegError
+    from lungseg.training.dataset import load_cases
 
     rng = np.random.default_rng(0)
     arrays = {}

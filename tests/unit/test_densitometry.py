@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lungseg.data.geometry import Geometry
-from lungseg.densitometry import (
+from lungseg.inference.densitometry import (
     MEASURES,
     REGIONS,
     densitometry,
@@ -18,6 +17,7 @@ from lungseg.densitometry import (
     third_cuts,
     thirds_map,
 )
+from lungseg.io.geometry import Geometry
 from tests.helpers.real_ct import real_ct
 
 CM = Geometry((4, 5, 6), (10.0, 10.0, 10.0), (0.0, 0.0, 0.0))  # 1 mL voxels
@@ -132,7 +132,7 @@ def test_shape_mismatch_is_an_error() -> None:
 def test_thirds_match_cips_own_label_map_on_copdgene() -> None:
     """CIP's regions.nii.gz (9-11 left, 12-14 right upper/middle/lower third): our thirds of the same lungs agree
     voxel for voxel."""
-    from lungseg.data.nifti import read_nifti
+    from lungseg.io.nifti import read_nifti
 
     regions, g = read_nifti(real_ct("copdgene-10002k", "regions.nii.gz"))  # skips visibly where absent
     region = np.asarray(regions).astype(np.int64) % 256
@@ -147,7 +147,7 @@ def test_thirds_match_cips_own_label_map_on_copdgene() -> None:
 
 
 def test_reference_sides_follow_components_and_differences_are_pred_minus_ref() -> None:
-    from lungseg.real_ct import densitometry_differences, split_sides
+    from lungseg.evaluation.real_ct import densitometry_differences, split_sides
 
     labels, hu, g = _two_lungs(((1, 0, 0), (0, 1, 0), (0, 0, 1)))
     mask = labels > 0

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from lungseg.config import params_from_dict
-from lungseg.data.geometry import Geometry
-from lungseg.evaluation import bce, geometry_metrics, summarize, write_per_case_csv
+from lungseg.evaluation.scoring import bce, geometry_metrics, summarize, write_per_case_csv
+from lungseg.io.geometry import Geometry
 
 
 def _two_lungs(shape=(40, 30, 20)) -> np.ndarray:
@@ -59,7 +59,7 @@ def test_summarize_keeps_infinite_distances_out_of_the_mean(tmp_path: Path) -> N
 def _save_model(path: Path, seed: int) -> None:
     import keras
 
-    from lungseg.model import build_unet3d
+    from lungseg.nn.model import build_unet3d
 
     keras.utils.set_random_seed(seed)
     build_unet3d((16, 16, 16), base_filters=2, depth=1, dropout=0.0, l2=0.0, bn_momentum=0.9).save(path)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from lungseg.config import ModelConfig, PreprocessConfig, TrainConfig
-from lungseg.dataset import SplitArrays
 from lungseg.errors import LungsegError
-from lungseg.finetune import resolve_init
-from lungseg.training import fit, steps_per_epoch
+from lungseg.training.dataset import SplitArrays
+from lungseg.training.finetune import resolve_init
+from lungseg.training.fit import fit, steps_per_epoch
 from tests.helpers.training import ZERO_AUG, blob_split
 
 PRE = PreprocessConfig(shape=(16, 16, 16))
@@ -88,7 +88,7 @@ def test_fine_tuning_refuses_another_architecture_and_a_missing_model(tmp_path: 
 def test_auto_fine_tunes_the_newest_synthetic_model_on_other_data_only(tmp_path: Path) -> None:
     import mlflow
 
-    from lungseg.finetune import auto_source
+    from lungseg.training.finetune import auto_source
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.MlflowClient(uri)

@@ -12,23 +12,23 @@ import pytest
 
 from lungseg.cli import main
 from lungseg.config import PostprocessConfig, PreprocessConfig
-from lungseg.data.geometry import Geometry
-from lungseg.data.nifti import read_nifti, write_nifti
-from lungseg.batch import predict_paths
 from lungseg.errors import CaseError
-from lungseg.inference import (
+from lungseg.evaluation.metrics import dice
+from lungseg.inference.batch import predict_paths
+from lungseg.inference.preprocessing import GridMap, preprocess_image, preprocess_mask
+from lungseg.inference.segmenter import (
     CONFIG_FILE,
     Segmenter,
     case_name,
-    load_ct,
     config_json,
+    load_ct,
     postprocess_box,
     read_config_json,
     resample_back_box,
     write_bundle,
 )
-from lungseg.metrics import dice
-from lungseg.preprocessing import GridMap, preprocess_image, preprocess_mask
+from lungseg.io.geometry import Geometry
+from lungseg.io.nifti import read_nifti, write_nifti
 from tests.phantoms import small_patient
 
 
@@ -202,7 +202,7 @@ def test_gas_components_are_dropped_before_the_two_largest_are_kept() -> None:
 
 
 def test_load_ct_reads_nifti_and_a_dicom_folder_alike(phantom, tmp_path: Path) -> None:
-    from lungseg.data.dicom_write import StudyInfo, make_uid, write_ct_series
+    from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series
 
     hu, geometry, _ = phantom
     write_nifti(hu, geometry, tmp_path / "scan.nii.gz", np.int16)

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lungseg.keras_metrics import SoftDice, VolumeDice, VolumeIoU
-from lungseg.losses import DiceBCELoss, dice_bce_loss, soft_dice_loss
+from lungseg.nn.keras_metrics import SoftDice, VolumeDice, VolumeIoU
+from lungseg.nn.losses import DiceBCELoss, dice_bce_loss, soft_dice_loss
 
 
 def _masks():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lungseg.metrics import dice, iou, surface_distances
+from lungseg.evaluation.metrics import dice, iou, surface_distances
 
 
 def test_both_empty_is_perfect() -> None:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import lungseg.model
-from lungseg.model import FusedBatchNorm3D, SlabGradConv3D, build_unet3d, slab_kernel_gradient
+import lungseg.nn.model
+from lungseg.nn.model import FusedBatchNorm3D, SlabGradConv3D, build_unet3d, slab_kernel_gradient
 
 
 def test_output_shape_and_range() -> None:
@@ -99,7 +99,7 @@ def test_slab_conv_layer_matches_conv3d_forward_and_backward(slab: bool, monkeyp
     import keras
     import tensorflow as tf
 
-    monkeypatch.setattr(lungseg.model, "_SLAB", [slab])
+    monkeypatch.setattr(lungseg.nn.model, "_SLAB", [slab])
     rng = np.random.default_rng(5)
     x = tf.constant(rng.normal(size=(2, 8, 6, 4, 3)).astype(np.float32))
     plain, fast = keras.layers.Conv3D(4, 3, padding="same", use_bias=False), SlabGradConv3D(4, 3, padding="same", use_bias=False)
@@ -122,9 +122,9 @@ def test_slab_conv_layer_matches_conv3d_forward_and_backward(slab: bool, monkeyp
 def test_slab_model_saves_loads_and_exports(tmp_path, monkeypatch) -> None:
     import keras
 
-    from lungseg.onnx_model import OnnxModel, export_onnx
+    from lungseg.nn.onnx_model import OnnxModel, export_onnx
 
-    monkeypatch.setattr(lungseg.model, "_SLAB", [True])
+    monkeypatch.setattr(lungseg.nn.model, "_SLAB", [True])
     model = build_unet3d((16, 16, 16), base_filters=2, depth=1, dropout=0.0)
     model.compile(optimizer="adam", loss="binary_crossentropy")
     x = np.random.default_rng(6).normal(size=(2, 16, 16, 16, 1)).astype(np.float32)

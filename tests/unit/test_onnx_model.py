@@ -11,7 +11,7 @@ import pytest
 
 from lungseg.config import PostprocessConfig, PreprocessConfig, RefineConfig
 from lungseg.errors import LungsegError
-from lungseg.inference import Segmenter, load_network, write_bundle
+from lungseg.inference.segmenter import Segmenter, load_network, write_bundle
 from tests.phantoms import small_patient
 
 PRE = PreprocessConfig(shape=(32, 32, 32))
@@ -24,8 +24,8 @@ TIE = 1e-5  # float32 results of two runtimes may differ by ~1e-7: only voxels t
 def bundle(tmp_path_factory) -> Path:
     import keras
 
-    from lungseg.model import build_unet3d
-    from lungseg.refine import build_refine_model
+    from lungseg.nn.model import build_unet3d
+    from lungseg.training.refine import build_refine_model
 
     keras.utils.set_random_seed(3)
     tmp = tmp_path_factory.mktemp("onnx")
@@ -60,8 +60,8 @@ def test_onnx_and_keras_give_the_same_mask(bundle: Path, phantom) -> None:
 def test_onnx_inference_does_not_import_tensorflow(bundle: Path) -> None:
     code = (
         "import sys, numpy as np\n"
-        "from lungseg.inference import Segmenter\n"
-        "from lungseg.data.synthetic import make_phantom\n"
+        "from lungseg.inference.segmenter import Segmenter\n"
+        "from lungseg.synthetic import make_phantom\n"
         "ph = make_phantom(np.random.default_rng([5, 1]), False, max_matrix=96)\n"
         f"s = Segmenter.load({str(bundle)!r})\n"
         "seg = s.segment(ph.hu, ph.geometry)\n"

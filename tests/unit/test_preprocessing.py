@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 
 from lungseg.config import PreprocessConfig
-from lungseg.data.geometry import Geometry
-from lungseg.metrics import dice
-from lungseg.preprocessing import (
+from lungseg.evaluation.metrics import dice
+from lungseg.inference.preprocessing import (
     GridMap,
     body_box,
     canonical_ornt,
@@ -22,6 +21,7 @@ from lungseg.preprocessing import (
     to_canonical,
     window_normalize,
 )
+from lungseg.io.geometry import Geometry
 
 
 def _phantom(shape=(80, 70, 40)) -> tuple[np.ndarray, np.ndarray]:

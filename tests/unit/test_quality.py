@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lungseg.data.nifti import read_nifti
-from lungseg.preprocessing import canonical_ornt, to_canonical
-from lungseg.quality import assess
+from lungseg.inference.preprocessing import canonical_ornt, to_canonical
+from lungseg.inference.quality import assess
+from lungseg.io.nifti import read_nifti
 from tests.helpers.real_ct import real_ct
 from tests.phantoms import small_patient
-
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +72,7 @@ def test_the_real_lung_bases_case_is_partial_coverage() -> None:
 def test_aerated_lung_left_out_of_the_mask_is_a_warning(normal) -> None:
     """A model that misses a third of one lung (aerated, joined to what it found) is warned about; airway gas
     (below -950 HU) joined to the lungs and aerated tissue away from them are not counted."""
-    from lungseg.quality import aerated_left_out
+    from lungseg.inference.quality import aerated_left_out
 
     hu, geometry, labels = normal
     lungs = labels > 0

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 
 from lungseg.config import RealCTCase, load_params
-from lungseg.data.geometry import Geometry
-from lungseg.real_ct import RealScan, available, evaluate_real, mask_on_grid, score, split_sides, volume_below_ml
+from lungseg.evaluation.real_ct import (
+    RealScan,
+    available,
+    evaluate_real,
+    mask_on_grid,
+    score,
+    split_sides,
+    volume_below_ml,
+)
+from lungseg.io.geometry import Geometry
 from tests.helpers.real_ct import NSCLC_CASES, nsclc_series, real_ct
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,7 +81,7 @@ def test_split_sides_puts_label_1_on_the_patients_right() -> None:
 
 def test_missing_cases_are_skipped_with_a_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cases = {"gone": RealCTCase(ct="nowhere/ct.nii.gz")}
-    with caplog.at_level(logging.INFO, logger="lungseg.real_ct"):
+    with caplog.at_level(logging.INFO, logger="lungseg.evaluation.real_ct"):
         assert available(cases, tmp_path) == {}
         assert evaluate_real(cases, {"all": lambda hu, g: np.ones(hu.shape, np.uint8)}, tmp_path) == {}
     assert "real CT gone skipped: nowhere/ct.nii.gz not found" in caplog.text
@@ -81,7 +89,7 @@ def test_missing_cases_are_skipped_with_a_log_line(tmp_path: Path, caplog: pytes
 
 def test_shared_real_cases_with_the_classical_baseline(shared_real_ct: Path) -> None:
     """The params.yaml cases load (NIfTI, DICOM, an anonymised JPEG 2000 series with blank UIDs) and score."""
-    from lungseg.baseline import segment_lungs
+    from lungseg.evaluation.baseline import segment_lungs
 
     cases = {k: v for k, v in load_params(ROOT / "params.yaml").evaluate.real_ct.items() if k not in NSCLC}
     assert set(available(cases, ROOT)) == set(cases)
@@ -102,8 +110,8 @@ def test_trained_model_on_the_shared_real_cases(shared_real_ct: Path) -> None:
     """Acceptance (issue 9), with the model `make run` trained on the synthetic cohort: COPDGene Dice >= 0.96 and
     >= the classical baseline; lung bases of an abdominal CT Dice >= 0.80 with nothing below the diaphragm; the
     series without lung < 5 mL."""
-    from lungseg.baseline import segment_lungs
-    from lungseg.inference import Segmenter
+    from lungseg.evaluation.baseline import segment_lungs
+    from lungseg.inference.segmenter import Segmenter
 
     params = load_params(ROOT / "params.yaml")
     segmenter = Segmenter.load(TRAINED, params_path=ROOT / "params.yaml")
@@ -120,7 +128,7 @@ def test_trained_model_on_the_shared_real_cases(shared_real_ct: Path) -> None:
 def test_nsclc_planning_cts_load_with_their_expert_masks(nsclc: Path) -> None:
     """The three full-resolution NSCLC-Radiomics cases of params.yaml: 512x512 DICOM series at 0.98 mm, 3 mm
     slices, and their expert masks (3.8-5.3 L) mapped onto them; the classical baseline finds most of the lung."""
-    from lungseg.baseline import segment_lungs
+    from lungseg.evaluation.baseline import segment_lungs
 
     cases = {k: v for k, v in load_params(ROOT / "params.yaml").evaluate.real_ct.items() if k in NSCLC}
     assert set(cases) == set(NSCLC)
@@ -138,8 +146,8 @@ def test_trained_model_beats_the_baseline_on_the_nsclc_planning_cts(nsclc: Path)
     """Acceptance (issue 18), with the model `make run` trained on the synthetic cohort only: on each real
     full-resolution planning CT the U-Net's Dice is at least the classical baseline's, mean >= 0.965, and no
     lung is reported below the expert mask's lowest slice."""
-    from lungseg.baseline import segment_lungs
-    from lungseg.inference import Segmenter
+    from lungseg.evaluation.baseline import segment_lungs
+    from lungseg.inference.segmenter import Segmenter
 
     params = load_params(ROOT / "params.yaml")
     cases = {k: v for k, v in params.evaluate.real_ct.items() if k in NSCLC}

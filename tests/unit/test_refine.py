@@ -9,19 +9,12 @@ import numpy as np
 import pytest
 
 from lungseg.config import PostprocessConfig, PreprocessConfig, RefineConfig
-from lungseg.data.synthetic import make_phantom
-from lungseg.inference import REFINE_FILE, Segmenter, write_bundle
-from lungseg.metrics import dice
-from lungseg.preprocessing import preprocess_image, preprocess_mask, to_canonical
-from lungseg.refine import (
-    Refiner,
-    build_case,
-    fine_shape,
-    fit_refiner,
-    refine_box,
-    sample_patch,
-    simulated_stage1,
-)
+from lungseg.evaluation.metrics import dice
+from lungseg.inference.preprocessing import preprocess_image, preprocess_mask, to_canonical
+from lungseg.inference.refine import Refiner, fine_shape, refine_box
+from lungseg.inference.segmenter import REFINE_FILE, Segmenter, write_bundle
+from lungseg.synthetic import make_phantom
+from lungseg.training.refine import build_case, fit_refiner, sample_patch, simulated_stage1
 
 PRE = PreprocessConfig(shape=(32, 32, 32))
 POST = PostprocessConfig()
@@ -114,7 +107,7 @@ def test_segmenter_uses_the_refined_probability(case) -> None:
 def test_fit_and_bundle_round_trip(case, tmp_path: Path) -> None:
     import keras
 
-    from lungseg.model import build_unet3d
+    from lungseg.nn.model import build_unet3d
 
     _, geometry, truth, grid, net_mask = case
     canonical_hu, canonical_truth, spacing = _canonical(case)

@@ -7,7 +7,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from lungseg.registry import local_model_dir
+from lungseg.inference.registry import local_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from lungseg.runtime import host_description, set_tensorflow_env
+from lungseg.nn.runtime import host_description, set_tensorflow_env
 from tests.helpers.host import has, is_x86_64
 
 CHECK = "import os, lungseg, tensorflow as tf; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'))"

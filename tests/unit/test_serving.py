@@ -10,11 +10,17 @@ import numpy as np
 import pytest
 
 from lungseg.config import PostprocessConfig, PreprocessConfig, TrackingConfig
-from lungseg.data.geometry import Geometry
-from lungseg.data.nifti import nifti_bytes, read_nifti_bytes
-from lungseg.densitometry import REGIONS, densitometry
 from lungseg.errors import LungsegError
-from lungseg.serving import RequestError, SegmenterModel, decode_input, download_model, save_segmenter_model
+from lungseg.inference.densitometry import REGIONS, densitometry
+from lungseg.inference.serving import (
+    RequestError,
+    SegmenterModel,
+    decode_input,
+    download_model,
+    save_segmenter_model,
+)
+from lungseg.io.geometry import Geometry
+from lungseg.io.nifti import nifti_bytes, read_nifti_bytes
 
 PRE = PreprocessConfig(shape=(16, 16, 16))
 
@@ -110,10 +116,10 @@ def test_wrong_types_are_rejected(pyfunc) -> None:
 
 def test_saved_model_is_self_contained(pyfunc) -> None:
     path, _ = pyfunc
-    assert (path / "code" / "lungseg" / "inference.py").is_file()
+    assert (path / "code" / "lungseg" / "inference" / "segmenter.py").is_file()
     assert (path / "artifacts" / "segmenter" / "model.keras").is_file()
     assert (path / "artifacts" / "segmenter" / "lungseg_config.json").is_file()
-    from lungseg.inference import Segmenter
+    from lungseg.inference.segmenter import Segmenter
 
     assert Segmenter.load(path).preprocess == PRE  # a saved pyfunc folder is also a --model
 

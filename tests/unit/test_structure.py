@@ -1,9 +1,13 @@
 """Import hygiene of the package, read from the source with ``ast`` (nothing is imported).
 
-* no module longer than 600 lines;
+* no module longer than 500 lines;
 * no ``from lungseg.x import _private`` from another module;
-* no import cycle among lungseg modules (module-level imports; ``if TYPE_CHECKING:`` and
-  imports inside functions do not count);
+* no import cycle among lungseg modules, counting every import that runs (module level and
+  inside functions; only ``if TYPE_CHECKING:`` blocks, which never run, do not count), also none
+  inside a package such as ``synthetic/``;
+* the layers of ``docs/architecture.md``: each package imports only the packages below it
+  (``inference`` nothing from ``training``, even indirectly; no library module imports
+  ``stages`` or ``cli``);
 * every ``dvc.yaml`` stage lists, as deps, each file of its command's import closure
   (``lungseg <stage>`` runs ``lungseg.stages.<stage>``; every import anywhere in a reached
   module counts, function-level ones included, and so do the packages' ``__init__.py``).
@@ -22,17 +26,18 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
 PACKAGE = "lungseg"
-MAX_LINES = 600
+MAX_LINES = 500
 
 
 @dataclass
 class Module:
-    name: str  # dotted, e.g. lungseg.data.nifti
+    name: str  # dotted, e.g. lungseg.io.nifti
     path: Path
     is_package: bool
     tree: ast.Module
     top_level: set[str] = field(default_factory=set)  # lungseg modules imported at module level
     anywhere: set[str] = field(default_factory=set)  # ... anywhere in the file
+    runtime: set[str] = field(default_factory=set)  # ... anywhere except ``if TYPE_CHECKING:`` blocks
     private_imports: list[str] = field(default_factory=list)  # "line: from x import _y"
 
 
@@ -88,11 +93,13 @@ def _targets(mod: Module, node: ast.Import | ast.ImportFrom, known: dict[str, Mo
 
 
 def _collect(mod: Module, known: dict[str, Module]) -> None:
-    def walk(nodes: list[ast.stmt], top: bool) -> None:
+    def walk(nodes: list[ast.stmt], top: bool, runs: bool = True) -> None:
         for node in nodes:
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 targets = _targets(mod, node, known)
                 mod.anywhere |= targets
+                if runs:
+                    mod.runtime |= targets
                 if top:
                     mod.top_level |= targets
                 if isinstance(node, ast.ImportFrom) and targets:
@@ -103,14 +110,14 @@ def _collect(mod: Module, known: dict[str, Module]) -> None:
                             mod.private_imports.append(f"{mod.path.relative_to(REPO)}:{node.lineno}: "
                                                        f"from {source} import {alias.name}")
             elif isinstance(node, ast.If) and _is_type_checking(node):
-                walk(node.body, top=False)
-                walk(node.orelse, top)
+                walk(node.body, top=False, runs=False)
+                walk(node.orelse, top, runs)
             elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-                walk(list(ast.iter_child_nodes(node)), top=False)  # type: ignore[arg-type]
+                walk(list(ast.iter_child_nodes(node)), False, runs)  # type: ignore[arg-type]
             elif isinstance(node, ast.ClassDef):
-                walk(node.body, top)  # a class body runs at import time
+                walk(node.body, top, runs)  # a class body runs at import time
             else:
-                walk(list(ast.iter_child_nodes(node)), top)  # type: ignore[arg-type]
+                walk(list(ast.iter_child_nodes(node)), top, runs)  # type: ignore[arg-type]
 
     walk(mod.tree.body, top=True)
 
@@ -178,7 +185,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 # ---------------------------------------------------------------- the rules
 
 
-def test_no_module_is_longer_than_600_lines() -> None:
+def test_no_module_is_longer_than_500_lines() -> None:
     long = {str(m.path.relative_to(REPO)): n for m in modules().values()
             if (n := len(m.path.read_text().splitlines())) > MAX_LINES}
     assert not long, f"modules over {MAX_LINES} lines (split them): {long}"
@@ -189,10 +196,72 @@ def test_no_private_name_is_imported_from_another_module() -> None:
     assert not offenders, "private names imported across modules (give them a public home):\n" + "\n".join(offenders)
 
 
-def test_no_import_cycle_among_lungseg_modules() -> None:
+def _runtime_graph() -> dict[str, set[str]]:
     known = modules()
-    graph = {m.name: {t for t in m.top_level if t in known and t != m.name} for m in known.values()}
-    assert not _cycles(graph), f"import cycles (module-level imports): {_cycles(graph)}"
+    return {m.name: {t for t in m.runtime if t in known and t != m.name} for m in known.values()}
+
+
+def test_no_import_cycle_among_lungseg_modules() -> None:
+    cycles = _cycles(_runtime_graph())
+    assert not cycles, f"import cycles (imports that run, function-level ones included): {cycles}"
+
+
+# What each layer may import (docs/architecture.md), bottom up. The shared basics (the package
+# root, config*, errors, fileio, morphology) import only each other and are open to every layer.
+BASICS = {"lungseg", "lungseg.config", "lungseg.config_data", "lungseg.config_checks", "lungseg.errors",
+          "lungseg.fileio", "lungseg.morphology"}
+LAYERS = {
+    "lungseg.io": set(),
+    "lungseg.nn": set(),
+    "lungseg.figures": {"lungseg.io"},
+    "lungseg.synthetic": {"lungseg.io"},
+    "lungseg.inference": {"lungseg.io", "lungseg.nn", "lungseg.figures"},
+    "lungseg.evaluation": {"lungseg.io", "lungseg.nn", "lungseg.figures", "lungseg.inference"},
+    "lungseg.training": {"lungseg.io", "lungseg.nn", "lungseg.figures", "lungseg.inference", "lungseg.evaluation"},
+}
+TOP = ("lungseg.stages", "lungseg.cli")  # may import anything; nothing imports them
+
+
+def _layer(name: str) -> str:
+    """The layer (a key of LAYERS or TOP) a module belongs to, or the module itself for the basics."""
+    for pkg in (*LAYERS, *TOP):
+        if name == pkg or name.startswith(pkg + "."):
+            return pkg
+    return name
+
+
+def test_every_module_belongs_to_a_layer_or_the_basics() -> None:
+    stray = sorted(m for m in modules() if _layer(m) not in LAYERS and _layer(m) not in TOP and m not in BASICS)
+    assert not stray, f"modules outside the layers and the shared basics (docs/architecture.md): {stray}"
+
+
+def test_basics_import_only_basics() -> None:
+    bad = {m: sorted(t for t in mod.runtime if t not in BASICS) for m, mod in modules().items() if m in BASICS}
+    bad["lungseg"] = [t for t in bad["lungseg"] if t != "lungseg.nn.runtime"]  # TensorFlow's env first (no imports)
+    bad = {m: v for m, v in bad.items() if v}
+    assert not bad, f"shared basics importing a layer: {bad}"
+
+
+@pytest.mark.parametrize("package", sorted(LAYERS))
+def test_package_imports_only_the_layers_below_it(package: str) -> None:
+    allowed = LAYERS[package] | {package}
+    bad = sorted(f"{m} -> {t}" for m, mod in modules().items() if _layer(m) == package
+                 for t in mod.runtime if _layer(t) not in allowed and _layer(t) not in BASICS)
+    assert not bad, f"{package} imports packages it must not (docs/architecture.md): {bad}"
+
+
+def test_inference_never_reaches_training_even_indirectly() -> None:
+    """A served model must not drag in the trainer: nothing an inference module can load is training."""
+    reached = {m: sorted(t for t in import_closure(m) if _layer(t) == "lungseg.training")
+               for m in modules() if _layer(m) == "lungseg.inference"}
+    reached = {m: v for m, v in reached.items() if v}
+    assert not reached, f"inference modules that can load training modules: {reached}"
+
+
+def test_library_never_imports_stages_or_cli() -> None:
+    bad = sorted(f"{m} -> {t}" for m, mod in modules().items() if _layer(m) not in TOP
+                 for t in mod.anywhere if _layer(t) in TOP)
+    assert not bad, f"library modules importing stages/cli: {bad}"
 
 
 def _stage_deps(stage: dict, base: Path) -> list[Path]:
@@ -236,20 +305,24 @@ def test_checker_sees_function_level_relative_and_type_checking_imports(tmp_path
         "from __future__ import annotations\n"
         "from typing import TYPE_CHECKING\n"
         "from lungseg.config import Params\n"
-        "from . import tracking\n"
+        "from . import metrics\n"
         "from .baseline import _private_helper\n"
         "if TYPE_CHECKING:\n"
-        "    from lungseg.model import build_unet3d\n"
+        "    from lungseg.nn.model import build_unet3d\n"
         "def f():\n"
         "    from lungseg.training import fit\n"
     )
-    mod = Module("lungseg.example", SRC / PACKAGE / "example.py", False, ast.parse(source))
+    mod = Module("lungseg.evaluation.example", SRC / PACKAGE / "evaluation" / "example.py", False, ast.parse(source))
     _collect(mod, modules())
-    assert mod.top_level == {"lungseg.config", "lungseg.tracking", "lungseg.baseline"}
-    assert mod.anywhere == mod.top_level | {"lungseg.model", "lungseg.training"}
-    assert mod.private_imports == ["src/lungseg/example.py:5: from lungseg.baseline import _private_helper"]
+    assert mod.top_level == {"lungseg.config", "lungseg.evaluation.metrics", "lungseg.evaluation.baseline"}
+    assert mod.runtime == mod.top_level | {"lungseg.training.fit"}
+    assert mod.anywhere == mod.runtime | {"lungseg.nn.model"}
+    assert mod.private_imports == [
+        "src/lungseg/evaluation/example.py:5: from lungseg.evaluation.baseline import _private_helper"]
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
-    assert "lungseg.runtime" in import_closure("lungseg.stages.synthesize")  # via lungseg/__init__.py
-    assert _covered(REPO / "src/lungseg/data/synthetic/phantom.py", [REPO / "src/lungseg/data/synthetic"])
-    assert not _covered(REPO / "src/lungseg/data/synthetic_extra.py", [REPO / "src/lungseg/data/synthetic"])
+    assert "lungseg.nn.runtime" in import_closure("lungseg.stages.synthesize")  # via lungseg/__init__.py
+    assert _layer("lungseg.inference.serving") == "lungseg.inference" and _layer("lungseg.inference") == "lungseg.inference"
+    assert _layer("lungseg.errors") == "lungseg.errors" and _layer("lungseg.stages.train") == "lungseg.stages"
+    assert _covered(REPO / "src/lungseg/synthetic/phantom.py", [REPO / "src/lungseg/synthetic"])
+    assert not _covered(REPO / "src/lungseg/io/synthetic_extra.py", [REPO / "src/lungseg/synthetic"])

@@ -1,4 +1,4 @@
-"""lungseg.tracking: where runs go when DVC runs a stage in a throw-away copy."""
+"""lungseg.training.tracking: where runs go when DVC runs a stage in a throw-away copy."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def test_a_stage_run_in_dvcs_temp_copy_logs_to_the_project_store(tmp_path: Path,
     """`dvc exp run --temp` runs the stage in .dvc/tmp/exps/<tmp> with DVC_ROOT = the project (deleted after)."""
     import mlflow
 
-    from lungseg import tracking
+    from lungseg.training import tracking
 
     project = tmp_path / "project"
     copy = project / ".dvc/tmp/exps/tmpabc"
@@ -36,7 +36,7 @@ def test_a_stage_run_in_dvcs_temp_copy_logs_to_the_project_store(tmp_path: Path,
 
 
 def test_mlflow_tracking_uri_wins_and_a_server_url_is_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    from lungseg import tracking
+    from lungseg.training import tracking
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
     assert tracking.tracking_uri(TrackingConfig(tracking_uri="sqlite:///mlflow.db")) == "http://127.0.0.1:5000"

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from lungseg.config import AugmentConfig, ModelConfig, PreprocessConfig, TrainConfig
-from lungseg.dataset import SplitArrays, eval_dataset, train_dataset
-from lungseg.training import fit
+from lungseg.training.dataset import SplitArrays, eval_dataset, train_dataset
+from lungseg.training.fit import fit
 from tests.helpers.training import ZERO_AUG, blob_split, blobs
 
 
@@ -74,7 +74,7 @@ def _env() -> dict[str, str]:
 #: that polls state.json and kills from outside races the training: a fast host finishes first).
 KILLED_TRAIN = """
 import os, signal, sys
-from lungseg import training
+from lungseg.training import fit as training
 from lungseg.cli import main
 
 after = int(sys.argv[1])
@@ -216,7 +216,7 @@ def test_early_stopping_and_reduce_lr_on_plateau_follow_val_loss(tmp_path: Path)
     and models/model.keras holds the best epoch's weights."""
     import keras
 
-    from lungseg.training import compile_model
+    from lungseg.training.fit import compile_model
 
     v = blob_split(2, 1)
     val = SplitArrays(v.images, (1 - v.masks).astype(np.uint8), v.cases)

@@ -20,7 +20,6 @@ import yaml
 
 from lungseg.config import AugmentConfig, SearchRange, load_params, params_from_dict
 from lungseg.errors import ConfigError
-
 from tests.helpers.training import blobs
 
 BAD = {"intensity_shift_max": 50.0, "noise_sd": 50.0}  # shifts and noise that swamp the image: useless data
@@ -60,8 +59,8 @@ def _project(root: Path, **tune: object) -> Path:
 
 
 def _study(params, root: Path) -> optuna.Study:
-    from lungseg import tuning
-    from lungseg.dataset import load_split
+    from lungseg.training import tuning
+    from lungseg.training.dataset import load_split
 
     name = tuning.study_name(params, load_split(root / "processed", "train"), load_split(root / "processed", "val"))
     return optuna.load_study(study_name=name, storage=tuning.open_storage(params.tune.storage))
@@ -104,7 +103,7 @@ def test_bad_storage_and_counts_are_errors() -> None:
 
 
 def test_sampled_values_stay_in_range_and_replace_only_searched_keys() -> None:
-    from lungseg.tuning import sample_augment
+    from lungseg.training.tuning import sample_augment
 
     space = {"noise_sd": SearchRange(0.01, 0.2, log=True), "rotate_p": SearchRange(0.0, 1.0)}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
@@ -116,7 +115,7 @@ def test_sampled_values_stay_in_range_and_replace_only_searched_keys() -> None:
 
 
 def test_storage_factory() -> None:
-    from lungseg.tuning import open_storage, redact
+    from lungseg.training.tuning import open_storage, redact
 
     assert redact("postgresql://user:secret@db.example:5432/optuna") == "postgresql://user:***@db.example:5432/optuna"
     assert isinstance(open_storage("sqlite://"), optuna.storages.RDBStorage)
@@ -128,7 +127,7 @@ def test_storage_factory() -> None:
 
 
 def test_overlay_best_params(tmp_path: Path) -> None:
-    from lungseg.tuning import overlay_best_params, passthrough
+    from lungseg.training.tuning import overlay_best_params, passthrough
 
     base = AugmentConfig()
     path = tmp_path / "best_params.json"
@@ -148,7 +147,7 @@ def test_overlay_best_params(tmp_path: Path) -> None:
 
 def test_n_trials_zero_passes_params_through(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from lungseg.stages import tune
-    from lungseg.tuning import overlay_best_params
+    from lungseg.training.tuning import overlay_best_params
 
     monkeypatch.chdir(tmp_path)
     params = params_from_dict(_raw_params(tmp_path, n_trials=0))
@@ -179,7 +178,7 @@ def tuned(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
         mp.chdir(root)
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         params = load_params("params.yaml")
-        from lungseg import tuning
+        from lungseg.training import tuning
 
         # the study the stage will use; enqueue fixed trials so the test does not depend on TPE's draws
         study, _ = tuning.open_study(
@@ -213,7 +212,7 @@ def study_copy(tuned: SimpleNamespace, tmp_path: Path) -> Iterator[SimpleNamespa
 
 
 def _splits(root: Path):
-    from lungseg.dataset import load_split
+    from lungseg.training.dataset import load_split
 
     return load_split(root / "processed", "train"), load_split(root / "processed", "val")
 

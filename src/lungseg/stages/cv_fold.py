@@ -14,22 +14,22 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from lungseg import tracking
 from lungseg.config import Params, flatten_params
-from lungseg.crossval import fold_report, fold_report_path, read_folds, score_cases
-from lungseg.dataset import load_case_groups
 from lungseg.errors import LungsegError
-from lungseg.training import fit, load_resume_state, run_fingerprint
-from lungseg.tuning import BEST_PARAMS_JSON, overlay_best_params
+from lungseg.training import tracking
+from lungseg.training.crossval import fold_report, fold_report_path, read_folds, score_cases
+from lungseg.training.dataset import load_case_groups
+from lungseg.training.fit import fit, load_resume_state, run_fingerprint
+from lungseg.training.tuning import BEST_PARAMS_JSON, overlay_best_params
 
 log = logging.getLogger(__name__)
 
 
 def run(params: Params, fold: int, processed_dir: Path | None = None, interim_dir: Path | None = None) -> dict:
     """Train and score fold ``fold``; returns its report."""
-    from lungseg.bundle import load_keras_model
-    from lungseg.finetune import init_weights
-    from lungseg.inference import Segmenter
+    from lungseg.inference.segmenter import Segmenter
+    from lungseg.nn.model import load_keras_model
+    from lungseg.training.finetune import init_weights
 
     processed = Path(processed_dir or params.data.processed_dir)
     interim = Path(interim_dir or params.data.interim_dir)

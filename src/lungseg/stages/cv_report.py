@@ -13,11 +13,11 @@ import json
 import logging
 from pathlib import Path
 
-from lungseg import tracking
 from lungseg.config import Params
-from lungseg.crossval import CV_JSON, fold_report_path, pool, read_folds
 from lungseg.errors import LungsegError
 from lungseg.figures import plot_cv
+from lungseg.training import tracking
+from lungseg.training.crossval import CV_JSON, fold_report_path, pool, read_folds
 
 log = logging.getLogger(__name__)
 

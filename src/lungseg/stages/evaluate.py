@@ -4,7 +4,7 @@ Writes ``reports/metrics.json`` (means and standard deviations, U-Net and baseli
 real scans of ``evaluate.real_ct`` under ``real_<case>`` keys), ``reports/per_case.csv``,
 ``<figures_dir>/test/<case>.png`` (the paper's Fig. 6), ``<figures_dir>/real/<case>.png`` and
 ``reports/real_densitometry.json`` (each real case's lung densitometry from the reference mask and
-from each method: :mod:`lungseg.densitometry`), then calls :func:`register`.
+from each method: :mod:`lungseg.inference.densitometry`), then calls :func:`register`.
 
 Registration is keyed by a hash of the model file and its preprocessing/post-processing
 config (tag ``lungseg_key``): running it again for the same model registers nothing new.
@@ -23,9 +23,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from lungseg import tracking
 from lungseg.config import Params, flatten_params
 from lungseg.errors import LungsegError
+from lungseg.training import tracking
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +36,12 @@ REAL_DENSITOMETRY_JSON = Path("reports/real_densitometry.json")
 
 def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | None = None) -> dict:
     """Evaluate ``train.model_path`` on the test split, write the reports and register the model."""
-    from lungseg.data.nifti import read_nifti
-    from lungseg.dataset import load_split
-    from lungseg.evaluation import CaseInputs, evaluate_case, summarize, write_per_case_csv
+    from lungseg.evaluation.scoring import CaseInputs, evaluate_case, summarize, write_per_case_csv
     from lungseg.figures import plot_prediction
-    from lungseg.inference import Segmenter, load_keras_model
+    from lungseg.inference.segmenter import Segmenter
+    from lungseg.io.nifti import read_nifti
+    from lungseg.nn.model import load_keras_model
+    from lungseg.training.dataset import load_split
 
     processed = Path(processed_dir or params.data.processed_dir)
     interim = Path(interim_dir or params.data.interim_dir)
@@ -98,8 +99,8 @@ def refine_model(params: Params):  # noqa: ANN201 - a Refiner or None
     """The cascade's stage 2 when ``refine.enabled`` (its model must exist then)."""
     if not params.refine.enabled:
         return None
-    from lungseg.inference import load_keras_model
-    from lungseg.refine import Refiner
+    from lungseg.inference.refine import Refiner
+    from lungseg.nn.model import load_keras_model
 
     return Refiner(load_keras_model(params.refine.model_path, hint="; run `lungseg train_refine` first"), params.refine)
 
@@ -110,9 +111,9 @@ def evaluate_real_ct(params: Params, segmenter, tables: dict | None = None) -> d
 
     Draws ``<figures_dir>/real/<case>.png`` (three planes: U-Net, baseline, reference mask).
     """
-    from lungseg.baseline import segment_lungs
+    from lungseg.evaluation.baseline import segment_lungs
+    from lungseg.evaluation.real_ct import evaluate_real, split_sides
     from lungseg.figures import CaseView, plot_cases_three_planes
-    from lungseg.real_ct import evaluate_real, split_sides
 
     methods = {"unet": segmenter.segment}  # a Segmentation: its quality warnings go into the report
     if params.evaluate.baseline:
@@ -132,7 +133,7 @@ def evaluate_real_ct(params: Params, segmenter, tables: dict | None = None) -> d
 
 def model_key(params: Params) -> str:
     """Hash of the model file and the configs that define its predictions (registration key)."""
-    from lungseg.inference import config_json
+    from lungseg.inference.segmenter import config_json
 
     h = hashlib.sha256(Path(params.train.model_path).read_bytes())
     refine = params.refine if params.refine.enabled else None
@@ -193,7 +194,7 @@ def register(params: Params) -> dict:
     """Register ``train.model_path`` (once per :func:`model_key`) with the test metrics of
     ``reports/metrics.json``, and move ``evaluate.alias`` to it if its test Dice (CT grid) is
     at least ``evaluate.min_dice`` and at least the current holder's. Returns what happened."""
-    from lungseg.serving import log_segmenter_model
+    from lungseg.inference.serving import log_segmenter_model
 
     try:
         metrics = json.loads(METRICS_JSON.read_text())

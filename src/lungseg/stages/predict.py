@@ -6,7 +6,7 @@ shape and affine; 1 right lung, 2 left lung) and/or a DICOM SEG / RTSTRUCT, ``<n
 saved segmenter folder or an MLflow model URI) or the champion of the project's registry.
 
 Cohort mode (``--manifest``, ``--scan``, ``--shard`` or ``--ray``): one folder per case and one
-results table, resumable (:mod:`lungseg.cohort`), on Ray with ``--ray`` (:mod:`lungseg.ray_batch`).
+results table, resumable (:mod:`lungseg.inference.cohort`), on Ray with ``--ray`` (:mod:`lungseg.inference.ray_batch`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from lungseg.config import Params
 from lungseg.errors import LungsegError
 
 if TYPE_CHECKING:
-    from lungseg.cohort import CaseOptions, ModelSpec
-    from lungseg.inference import Segmenter
+    from lungseg.inference.cohort import CaseOptions, ModelSpec
+    from lungseg.inference.segmenter import Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -32,17 +32,17 @@ def _model_path(
 ) -> tuple[str, str | None]:
     """``(local model path, params.yaml for a bare .keras)`` of ``--model``: a local file or folder as it
     is, a registry URI through the local SQLite registry's files, else downloaded into ``download_dir``."""
-    from lungseg.inference import is_model_uri
+    from lungseg.inference.bundle import is_model_uri
 
     if model is not None and not is_model_uri(model):
         return model, str(params_path) if params_path else None  # a local file: no MLflow import
-    from lungseg.registry import champion_uri, local_model_dir, tracking_uri
+    from lungseg.inference.registry import champion_uri, local_model_dir, tracking_uri
 
     uri = model or champion_uri(params.tracking)
     local = local_model_dir(uri, tracking_uri(params.tracking))
     if local is not None:  # a local SQLite registry and model files on this machine: no MLflow import
         return str(local), None
-    from lungseg.serving import download_model
+    from lungseg.inference.serving import download_model
 
     return str(download_model(uri, download_dir, params.tracking)), None
 
@@ -54,24 +54,24 @@ def run(
     manifest: Path | None = None, scan: Path | None = None, shard: str | None = None, ray: str | None = None,
     actors: int | None = None, cpus_per_actor: float | None = None,
 ) -> None:
-    """Segment ``inputs`` into ``out_dir`` (see :func:`lungseg.batch.predict_paths`), or, in cohort mode
+    """Segment ``inputs`` into ``out_dir`` (see :func:`lungseg.inference.batch.predict_paths`), or, in cohort mode
     (any of ``manifest``, ``scan``, ``shard``, ``ray``), the cases of ``inputs``, the manifest and the
-    scanned folder into ``out_dir/<id>/`` and ``out_dir/results.csv`` (:mod:`lungseg.cohort`).
+    scanned folder into ``out_dir/<id>/`` and ``out_dir/results.csv`` (:mod:`lungseg.inference.cohort`).
 
     ``threshold`` overrides the model's probability threshold (one threshold everywhere: the
     full-resolution surface is off); ``postprocess=False`` thresholds only: every component
     kept, no holes filled, no surface, no gas check; ``device`` picks the runtime
-    (:func:`lungseg.inference.load_network`). ``shard`` ``"I/N"``: only the cases of shard I of N
-    (:func:`lungseg.cohort.shard_of`); ``ray``: a Ray address or ``auto``/``local``
-    (:func:`lungseg.ray_batch.run_ray`, with ``actors`` and ``cpus_per_actor``).
+    (:func:`lungseg.inference.segmenter.load_network`). ``shard`` ``"I/N"``: only the cases of shard I of N
+    (:func:`lungseg.inference.cohort.shard_of`); ``ray``: a Ray address or ``auto``/``local``
+    (:func:`lungseg.inference.ray_batch.run_ray`, with ``actors`` and ``cpus_per_actor``).
 
     Raises:
         LungsegError: a DICOM output type for a non-DICOM input (before anything is read; in cohort
             mode a failed row instead), the model cannot be loaded, or at least one case failed (after
             all cases have been tried; each failure is logged as one line).
     """
-    from lungseg.batch import check_output_types
-    from lungseg.cohort import CaseOptions, ModelSpec
+    from lungseg.inference.batch import check_output_types
+    from lungseg.inference.cohort import CaseOptions, ModelSpec
 
     if manifest is None and scan is None and shard is None and ray is None:
         check_output_types(inputs, output_types)
@@ -92,7 +92,7 @@ def run(
 
 def _run_paths(inputs: list[Path], out_dir: Path, segmenter: Segmenter, overlay: bool, output_types: Sequence[str],
                statistics: bool, progress: bool) -> None:
-    from lungseg.batch import predict_paths
+    from lungseg.inference.batch import predict_paths
 
     results = predict_paths(inputs, out_dir, segmenter, overlay=overlay, progress=progress,
                             output_types=output_types, statistics=statistics)
@@ -106,7 +106,7 @@ def _run_cohort(
     inputs: list[Path], out_dir: Path, spec: ModelSpec, options: CaseOptions, manifest: Path | None, scan: Path | None,
     shard: str | None, ray: str | None, actors: int | None, cpus_per_actor: float | None, progress: bool,
 ) -> None:
-    from lungseg.cohort import (
+    from lungseg.inference.cohort import (
         ResultsTable,
         collect_cases,
         fingerprint,
@@ -127,7 +127,7 @@ def _run_cohort(
              f" in shard {part[0]}/{part[1]}" if part else "", len(done), len(todo))
     with ResultsTable(table_path(out_dir, part), options.statistics, done) as table:
         if ray is not None:
-            from lungseg.ray_batch import run_ray
+            from lungseg.inference.ray_batch import run_ray
 
             run_ray(todo, out_dir, spec, options, fp, table, address=ray, actors=actors,
                     cpus_per_actor=cpus_per_actor, progress=progress)

@@ -20,9 +20,9 @@ SUMMARY_JSON = Path("reports/prepare.json")
 
 def run(params: Params, raw_dir: Path | None = None, out_dir: Path | None = None, fmt: str | None = None) -> None:
     """Prepare the cohort; CLI arguments override ``params.data`` / ``params.prepare.format``."""
-    from lungseg.data.ingest import prepare_cohort
-    from lungseg.data.nifti import read_nifti
     from lungseg.figures import CaseView, plot_cases_three_planes
+    from lungseg.io.ingest import prepare_cohort
+    from lungseg.io.nifti import read_nifti
 
     raw = Path(raw_dir or params.data.raw_dir)
     out = Path(out_dir or params.data.interim_dir)

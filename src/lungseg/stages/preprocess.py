@@ -27,11 +27,11 @@ REPORT = Path("reports/preprocess.json")
 
 def run(params: Params, interim_dir: Path | None = None, out_dir: Path | None = None) -> None:
     """Preprocess every prepared case of every split."""
-    from lungseg.data.nifti import read_nifti
     from lungseg.errors import LungsegError
-    from lungseg.augmentation import augment
     from lungseg.figures import plot_augmentation, plot_volume_planes
-    from lungseg.preprocessing import crop_coverage, preprocess_image, preprocess_mask
+    from lungseg.inference.preprocessing import crop_coverage, preprocess_image, preprocess_mask
+    from lungseg.io.nifti import read_nifti
+    from lungseg.training.augmentation import augment
 
     interim = Path(interim_dir or params.data.interim_dir)
     out = Path(out_dir or params.data.processed_dir)

@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 def run(params: Params, out_dir: Path | None = None, cases: int | None = None, seed: int | None = None) -> None:
     """Synthesize the cohort; CLI arguments override ``params.synthesize``."""
-    from lungseg.data.synthetic import synthesize_cohort
+    from lungseg.synthetic import synthesize_cohort
 
     cfg = params.synthesize
     out = Path(out_dir or cfg.out_dir)

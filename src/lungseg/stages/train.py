@@ -17,13 +17,20 @@ from pathlib import Path
 
 import keras
 
-from lungseg import tracking
 from lungseg.config import Params, flatten_params
-from lungseg.dataset import load_split
 from lungseg.figures import plot_training_curves
-from lungseg.finetune import init_weights
-from lungseg.training import InitWeights, fit, load_resume_state, run_fingerprint, steps_per_epoch, write_history_csv
-from lungseg.tuning import BEST_PARAMS_JSON, overlay_best_params
+from lungseg.training import tracking
+from lungseg.training.dataset import load_split
+from lungseg.training.finetune import init_weights
+from lungseg.training.fit import (
+    InitWeights,
+    fit,
+    load_resume_state,
+    run_fingerprint,
+    steps_per_epoch,
+    write_history_csv,
+)
+from lungseg.training.tuning import BEST_PARAMS_JSON, overlay_best_params
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Stage ``train_refine``: fit the cascade's stage-2 network (:mod:`lungseg.refine`), tracked in MLflow.
+"""Stage ``train_refine``: fit the cascade's stage-2 network (:mod:`lungseg.training.refine`), tracked in MLflow.
 
 Builds each training and validation case's fine grid from the prepared CT and lung mask
 (``data.interim_dir``) and its crop box and preprocessed mask (``data.processed_dir``),
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from lungseg import tracking
 from lungseg.config import Params, flatten_params
 from lungseg.errors import LungsegError
+from lungseg.training import tracking
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +28,11 @@ HISTORY_CSV = Path("reports/refine_history.csv")
 
 
 def load_cases(params: Params, split: str, processed: Path, interim: Path) -> list:
-    """The fine-grid :class:`lungseg.refine.RefineCase` of every case of ``split``."""
-    from lungseg.data.nifti import read_nifti
-    from lungseg.dataset import load_split
-    from lungseg.preprocessing import GridMap, to_canonical
-    from lungseg.refine import build_case
+    """The fine-grid :class:`lungseg.training.refine.RefineCase` of every case of ``split``."""
+    from lungseg.inference.preprocessing import GridMap, to_canonical
+    from lungseg.io.nifti import read_nifti
+    from lungseg.training.dataset import load_split
+    from lungseg.training.refine import build_case
 
     data = load_split(processed, split)
     out = []
@@ -56,8 +56,8 @@ def load_cases(params: Params, split: str, processed: Path, interim: Path) -> li
 
 def run(params: Params, processed_dir: Path | None = None, interim_dir: Path | None = None) -> dict:
     """Train the stage-2 network (or, when disabled, record that there is none)."""
-    from lungseg.refine import fit_refiner
-    from lungseg.training import write_history_csv
+    from lungseg.training.fit import write_history_csv
+    from lungseg.training.refine import fit_refiner
 
     cfg = params.refine
     model_dir = Path(cfg.model_path).parent

@@ -10,8 +10,8 @@ import logging
 from pathlib import Path
 
 from lungseg.config import Params
-from lungseg.dataset import load_split
-from lungseg.tuning import TUNE_DIR, tune
+from lungseg.training.dataset import load_split
+from lungseg.training.tuning import TUNE_DIR, tune
 
 log = logging.getLogger(__name__)
 

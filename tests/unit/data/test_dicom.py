@@ -13,13 +13,14 @@ import pydicom
 import pytest
 from pydicom.uid import JPEG2000Lossless, JPEGLosslessSV1, JPEGLSLossless, RLELossless
 
-from tests.dicom_helpers import compress_series, set_dicom_attrs
 from lungseg.config import PrepareConfig, RoiAliasConfig
-from lungseg.data.dicom import read_ct_folder, read_dicom_case, scan_dicom_tree
-from lungseg.data.dicom_rtstruct import match_lung_rois, rasterize_contours
-from lungseg.data.dicom_write import StudyInfo, make_uid, write_ct_series, write_dicom_study, write_rtstruct
-from lungseg.data.geometry import Geometry
 from lungseg.errors import CaseError
+from lungseg.io.dicom import read_ct_folder, scan_dicom_tree
+from lungseg.io.dicom_case import read_dicom_case
+from lungseg.io.dicom_rtstruct import match_lung_rois, rasterize_contours
+from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series, write_dicom_study, write_rtstruct
+from lungseg.io.geometry import Geometry
+from tests.dicom_helpers import compress_series, set_dicom_attrs
 
 CFG = PrepareConfig()
 GEOM = Geometry(shape=(32, 28, 10), spacing_mm=(0.8, 0.9, 2.5), origin_lps_mm=(-12.4, -10.8, -100.0))
@@ -371,7 +372,7 @@ def test_missing_decoder_is_one_line_naming_file_and_syntax(tmp_path) -> None:
     script = (
         "import sys\n"
         "for m in ('pylibjpeg', 'libjpeg', 'openjpeg', 'rle', 'gdcm'): sys.modules[m] = None\n"
-        "from lungseg.data.dicom import read_ct_folder\n"
+        "from lungseg.io.dicom import read_ct_folder\n"
         "from lungseg.errors import CaseError\n"
         "try:\n    read_ct_folder(sys.argv[1])\nexcept CaseError as e:\n    print(e)\n"
     )

@@ -11,17 +11,17 @@ import pydicom
 import pytest
 from pydicom.uid import RTStructureSetStorage, SegmentationStorage
 
-from lungseg.data import dicom_export
-from lungseg.data.dicom import CtSeries, read_ct_folder
-from lungseg.data.dicom_export import write_dicom_seg, write_rtstruct
-from lungseg.data.dicom_rtstruct import rasterize_contours, roi_contours
-from lungseg.data.dicom_write import StudyInfo, make_uid, write_ct_series
-from lungseg.data.geometry import Geometry
-from lungseg.data.ingest import lung_labels, split_binary_mask
-from lungseg.data.nifti import read_nifti
 from lungseg.errors import CaseError
-from lungseg.real_ct import mask_on_grid, split_sides
-from lungseg.metrics import dice
+from lungseg.evaluation.metrics import dice
+from lungseg.evaluation.real_ct import mask_on_grid, split_sides
+from lungseg.io import dicom_export
+from lungseg.io.dicom import CtSeries, read_ct_folder
+from lungseg.io.dicom_export import write_dicom_seg, write_rtstruct
+from lungseg.io.dicom_rtstruct import rasterize_contours, roi_contours
+from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series
+from lungseg.io.geometry import Geometry
+from lungseg.io.ingest import lung_labels, split_binary_mask
+from lungseg.io.nifti import read_nifti
 from tests.helpers.real_ct import nsclc_series, real_ct
 
 #: Real series for the read-back checks: (DICOM folder, lung mask on any grid); tests/helpers/real_ct.py skips,
@@ -370,10 +370,10 @@ def test_headers_are_read_once_per_case_and_again_when_the_folder_changes(synthe
 
 def test_predict_reads_the_series_headers_once_for_the_ct_and_both_dicom_outputs(synthetic, tmp_path, monkeypatch) -> None:
     """Reading the CT (as `lungseg predict` does) and writing its SEG and RTSTRUCT scan the folder's headers once."""
-    from lungseg.data import dicom
-    from lungseg.inference import load_ct
-
     import shutil
+
+    from lungseg.inference.segmenter import load_ct
+    from lungseg.io import dicom
 
     folder = shutil.copytree(synthetic[0], tmp_path / "series")  # a copy: the test changes the folder
     labels = synthetic[2]

@@ -9,8 +9,8 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, RTStructureSetStorage
 from scipy import ndimage
 
-from lungseg.data.dicom_rtstruct import rasterize_contours
-from lungseg.data.dicom_write import (
+from lungseg.io.dicom_rtstruct import rasterize_contours
+from lungseg.io.dicom_write import (
     StudyInfo,
     add_rtstruct_content,
     ds_text,
@@ -20,7 +20,7 @@ from lungseg.data.dicom_write import (
     write_dicom_study,
     write_rtstruct,
 )
-from lungseg.data.geometry import Geometry
+from lungseg.io.geometry import Geometry
 
 GEOM = Geometry(shape=(12, 10, 5), spacing_mm=(0.7, 0.9, 2.5), origin_lps_mm=(-20.0, 15.5, -40.0))
 STUDY = StudyInfo(

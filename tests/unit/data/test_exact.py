@@ -1,11 +1,11 @@
-"""lungseg.data.exact: the same results as numpy's BLAS/LAPACK calls, up to rounding."""
+"""lungseg.io.exact: the same results as numpy's BLAS/LAPACK calls, up to rounding."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lungseg.data import exact
+from lungseg.io import exact
 
 
 def test_products_norms_and_inverse_agree_with_numpy() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lungseg.data.geometry import Geometry
+from lungseg.io.geometry import Geometry
 
 OBLIQUE = Geometry((7, 5, 3), (0.8, 1.25, 2.5), (-12.0, 30.0, 101.0),
                    ((0.0, 1.0, 0.0), (0.6, 0.0, -0.8), (0.8, 0.0, 0.6)))  # columns: i, j, k directions

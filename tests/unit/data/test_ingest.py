@@ -20,14 +20,14 @@ import numpy as np
 import pytest
 import yaml
 
+from lungseg.config import NiftiConfig, PrepareConfig
+from lungseg.errors import CaseError
+from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series, write_dicom_study, write_rtstruct
+from lungseg.io.geometry import Geometry
+from lungseg.io.ingest import MANIFEST_COLUMNS, lung_labels, prepare_cohort, split_binary_mask
+from lungseg.io.nifti import read_nifti, write_nifti
 from tests.dicom_helpers import set_dicom_attrs
 from tests.helpers.digests import file_digests
-from lungseg.config import NiftiConfig, PrepareConfig
-from lungseg.data.dicom_write import StudyInfo, make_uid, write_ct_series, write_dicom_study, write_rtstruct
-from lungseg.data.geometry import Geometry
-from lungseg.data.ingest import MANIFEST_COLUMNS, lung_labels, prepare_cohort, split_binary_mask
-from lungseg.data.nifti import read_nifti, write_nifti
-from lungseg.errors import CaseError
 
 NAME = "Zzyzx^Quuxley"
 GEOM = Geometry(shape=(32, 28, 10), spacing_mm=(0.8, 0.9, 2.5), origin_lps_mm=(-12.4, -10.8, -100.0))

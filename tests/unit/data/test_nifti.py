@@ -8,9 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from lungseg.data.geometry import Geometry
-from lungseg.data.nifti import read_nifti, write_nifti
 from lungseg.errors import CaseError
+from lungseg.io.geometry import Geometry
+from lungseg.io.nifti import read_nifti, write_nifti
 
 GEOM = Geometry((8, 6, 4), (0.8, 0.9, 2.5), (-12.0, 30.0, -50.0), ((0, 1, 0), (1, 0, 0), (0, 0, -1)))
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from lungseg.config import RealismConfig
-from lungseg.data.realism import apply_realism
-from lungseg.data.synthetic import make_phantom, synthesize_cohort
+from lungseg.synthetic import make_phantom, synthesize_cohort
+from lungseg.synthetic.realism import apply_realism
 from tests.helpers.digests import file_digests
 
 
@@ -103,7 +103,7 @@ def test_gas_arms_fissures_streaks_noise_and_padding(phantom) -> None:
 
 
 def test_cohort_with_realism_off_is_byte_identical_and_on_is_readable(tmp_path: Path) -> None:
-    from lungseg.inference import load_ct
+    from lungseg.inference.segmenter import load_ct
 
     plain = synthesize_cohort(tmp_path / "plain", cases=1, seed=3, workers=1, max_matrix=64)
     off = synthesize_cohort(tmp_path / "off", cases=1, seed=3, workers=1, max_matrix=64, realism=RealismConfig())

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from lungseg.config import SplitConfig
-from lungseg.data.split import split_cases
+from lungseg.io.split import split_cases
 
 CASES = [f"LCTSC-{n:03d}" for n in range(60)]
 
@@ -94,7 +94,7 @@ def test_split_file_errors_name_the_file_and_the_problem(tmp_path) -> None:
 
 @pytest.mark.parametrize(("n", "k"), [(51, 5), (4, 3), (10, 2)])
 def test_cv_folds_test_every_non_test_case_exactly_once(n: int, k: int) -> None:
-    from lungseg.data.split import cv_folds
+    from lungseg.io.split import cv_folds
 
     cfg = SplitConfig(folds=k)
     split = split_cases([f"P{i:03d}" for i in range(n)], cfg)
@@ -110,7 +110,7 @@ def test_cv_folds_test_every_non_test_case_exactly_once(n: int, k: int) -> None:
 
 
 def test_cv_folds_off_below_two_or_with_too_few_cases() -> None:
-    from lungseg.data.split import cv_folds
+    from lungseg.io.split import cv_folds
 
     split = {"train": ["a", "b"], "val": ["c"], "test": ["d"]}
     assert cv_folds(split, SplitConfig(folds=1)) == [] and cv_folds(split, SplitConfig(folds=4)) == []

@@ -12,9 +12,10 @@ import pytest
 from scipy import ndimage
 
 from lungseg.config import PrepareConfig
-from lungseg.data.dicom import read_dicom_case, scan_dicom_tree
-from lungseg.data.synthetic import MASK_NAMES, has_pathology, make_phantom, synthesize_cohort, write_case
-from lungseg.metrics import dice
+from lungseg.evaluation.metrics import dice
+from lungseg.io.dicom import scan_dicom_tree
+from lungseg.io.dicom_case import read_dicom_case
+from lungseg.synthetic import MASK_NAMES, has_pathology, make_phantom, synthesize_cohort, write_case
 from tests.helpers.digests import file_digests
 
 MM = 128

@@ -1,13 +1,13 @@
 """The synthetic data is pinned: the same seed gives the same bytes, checked against recorded digests.
 
-The digests were recorded from the single-module ``lungseg/data/synthetic.py`` (commit 0c1e0fe)
-before it became the ``lungseg.data.synthetic`` package, so a refactor that reorders one random
+The digests were recorded from the single-module ``lungseg/synthetic.py`` (commit 0c1e0fe)
+before it became the ``lungseg.synthetic`` package, so a refactor that reorders one random
 draw fails here. The phantom digests cover only the generator; the cohort digests also cover the
-DICOM writer (and :mod:`lungseg.data.realism`). When a change is *meant* to alter the data,
+DICOM writer (and :mod:`lungseg.synthetic.realism`). When a change is *meant* to alter the data,
 check the new data, then paste the digest the failure message prints.
 
 Since 2026-12-02 the generator, the DICOM geometry and the augmentation do their small linear
-algebra with :mod:`lungseg.data.exact` instead of BLAS/LAPACK, so the digests hold on every CPU
+algebra with :mod:`lungseg.io.exact` instead of BLAS/LAPACK, so the digests hold on every CPU
 (they used to depend on the OpenBLAS kernel: AVX2 and AVX-512 hosts wrote different cohorts);
 that change re-recorded them (same masks; vessel trees differ: 3% of voxels by 1-2 HU on average).
 The last tests check a full-size patient's digest with the host's own BLAS kernels and, on x86-64 CPUs that
@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from lungseg.config import RealismConfig
-from lungseg.data.synthetic import synthesize_cohort
+from lungseg.synthetic import synthesize_cohort
 from tests.helpers.digests import phantom_digest as _phantom_digest
 from tests.helpers.digests import tree_digest
 from tests.helpers.host import has, is_x86_64, numpy_dispatch_targets
@@ -123,7 +123,7 @@ def test_the_same_bits_with_the_hosts_own_blas_kernels() -> None:
 @pytest.mark.parametrize("name", ["haswell", "sandybridge"])
 def test_the_same_bits_with_other_blas_kernels_and_simd_paths(name: str) -> None:
     """The same patient with OpenBLAS' Haswell (AVX2) kernels, and with its Sandy Bridge ones (AVX, no FMA)
-    plus numpy without its AVX2 and AVX-512 loops: the same recorded digest (not so before lungseg.data.exact)."""
+    plus numpy without its AVX2 and AVX-512 loops: the same recorded digest (not so before lungseg.io.exact)."""
     extra, off = _variant(name)
     digest, features = _digest_in_subprocess({**_native_env(), **extra}, [2017, 0], 512)
     assert not [t for t in off if features.get(t)], f"{name}: numpy still runs {off}"  # the variant is what it says
