@@ -7,6 +7,6 @@
 * :mod:`tests.helpers.models`: a tiny untrained U-Net saved as ``.keras``.
 * :mod:`tests.helpers.host`: what the CPU can do (for x86-only settings).
 
-``tests/dicom_helpers.py`` (DICOM rewriting, a JPEG Lossless encoder) and ``tests/phantoms.py`` (one
+``tests/helpers/dicom.py`` (DICOM rewriting, a JPEG Lossless encoder) and ``tests/helpers/phantoms.py`` (one
 cached synthetic patient) predate this package and stay where they are.
 """

@@ -18,7 +18,7 @@ def file_digests(folder: Path, recursive: bool = True) -> dict[str, str]:
 
 def tree_digest(folder: Path) -> str:
     """One sha256 over every file's relative path and sha256, in sorted path order (the recorded
-    digests of ``tests/unit/data/test_synthetic_checksum.py`` are of this form: do not change it)."""
+    digests of ``tests/unit/synthetic/test_synthetic_checksum.py`` are of this form: do not change it)."""
     h = hashlib.sha256()
     for p in sorted(Path(folder).rglob("*")):
         if p.is_file():

@@ -132,7 +132,7 @@ def test_lungseg_predict_without_model_uses_the_champion(reproduced: Path) -> No
     """After `dvc repro` the evaluate stage has registered the champion; without it the error says what to do."""
     _, ct_path = _case(reproduced)
     # evaluate (evaluate.min_dice 0 in the tiny params) always registers a champion here: a failure is a failure
-    # (the hint for a registry without one is tests/unit/test_serving.py::test_missing_champion_is_a_one_line_hint)
+    # (the hint for a registry without one is tests/unit/inference/test_serving.py::test_missing_champion_is_a_one_line_hint)
     run(["lungseg", "predict", str(ct_path), "--out", str(reproduced / "champion_out")], reproduced)
     name = f"{ct_path.name[:-len('.nii.gz')]}_lungs.nii.gz"
     assert (reproduced / "champion_out" / name).is_file()

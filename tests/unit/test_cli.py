@@ -179,7 +179,7 @@ def _dicom_case(which: str, tmp: Path) -> Path:
 def test_dicom_seg_and_rtstruct_match_the_nifti_output(case, tmp_path: Path, which: str) -> None:
     from lungseg.io.dicom import read_ct_folder
     from lungseg.io.nifti import read_nifti
-    from tests.unit.data.test_dicom_export import _check_rtstruct, _check_seg
+    from tests.unit.io.test_dicom_export import _check_rtstruct, _check_seg
 
     _, _, params = case
     half = _constant_model(tmp_path / "half.keras", 0.0)

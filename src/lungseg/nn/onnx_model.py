@@ -5,7 +5,7 @@ Why: ``import tensorflow`` takes about 4.4 s on a 2-core host, most of a single-
 ``.keras`` network, the same network exported to ONNX (``model.onnx``, ``refine.onnx``; written
 by :func:`export_onnx` when the bundle is written). ONNX Runtime imports and loads it in about
 0.1 s and computes the same probabilities (max abs difference ~1e-7 on the default model);
-``tests/unit/test_onnx_model.py`` checks that the masks are identical to Keras'. Training stays
+``tests/unit/nn/test_onnx_model.py`` checks that the masks are identical to Keras'. Training stays
 in Keras; without ``onnxruntime`` installed or without the ``.onnx`` file, Keras is used.
 """
 

@@ -2,7 +2,7 @@
 
 The build order is fixed (see :meth:`Patient.build`): every step draws from the one random
 generator, so changing the order, or adding a draw anywhere, changes every later number and
-therefore the whole cohort. The checksum test (``tests/unit/test_synthetic_checksum.py``) guards it.
+therefore the whole cohort. The checksum test (``tests/unit/synthetic/test_synthetic_checksum.py``) guards it.
 """
 
 from __future__ import annotations

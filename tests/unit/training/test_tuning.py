@@ -70,7 +70,7 @@ def _study(params, root: Path) -> optuna.Study:
 
 
 def test_default_search_space_covers_every_probability_and_strength() -> None:
-    params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
+    params = load_params(Path(__file__).resolve().parents[3] / "params.yaml")
     space = params.tune.search_space
     assert {k for k in AugmentConfig.__dataclass_fields__ if k.endswith("_p")} <= set(space)
     assert space["noise_sd"] == SearchRange(0.01, 0.2, log=True)

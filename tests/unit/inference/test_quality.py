@@ -9,7 +9,7 @@ from lungseg.inference.preprocessing import canonical_ornt, to_canonical
 from lungseg.inference.quality import assess
 from lungseg.io.nifti import read_nifti
 from tests.helpers.real_ct import real_ct
-from tests.phantoms import small_patient
+from tests.helpers.phantoms import small_patient
 
 
 @pytest.fixture(scope="module")

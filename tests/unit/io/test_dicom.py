@@ -20,7 +20,7 @@ from lungseg.io.dicom_case import read_dicom_case
 from lungseg.io.dicom_rtstruct import match_lung_rois, rasterize_contours
 from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series, write_dicom_study, write_rtstruct
 from lungseg.io.geometry import Geometry
-from tests.dicom_helpers import compress_series, set_dicom_attrs
+from tests.helpers.dicom import compress_series, set_dicom_attrs
 
 CFG = PrepareConfig()
 GEOM = Geometry(shape=(32, 28, 10), spacing_mm=(0.8, 0.9, 2.5), origin_lps_mm=(-12.4, -10.8, -100.0))

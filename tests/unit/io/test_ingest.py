@@ -26,7 +26,7 @@ from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series, write_d
 from lungseg.io.geometry import Geometry
 from lungseg.io.ingest import MANIFEST_COLUMNS, lung_labels, prepare_cohort, split_binary_mask
 from lungseg.io.nifti import read_nifti, write_nifti
-from tests.dicom_helpers import set_dicom_attrs
+from tests.helpers.dicom import set_dicom_attrs
 from tests.helpers.digests import file_digests
 
 NAME = "Zzyzx^Quuxley"

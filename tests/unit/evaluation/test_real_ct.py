@@ -21,7 +21,7 @@ from lungseg.evaluation.real_ct import (
 from lungseg.io.geometry import Geometry
 from tests.helpers.real_ct import NSCLC_CASES, nsclc_series, real_ct
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 # the NSCLC planning CTs' DICOM series are extracted by `make real-ct` (a git snapshot the tool library fetches)
 NSCLC = [f"nsclc_{n}" for n in NSCLC_CASES]
 

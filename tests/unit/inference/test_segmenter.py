@@ -29,7 +29,7 @@ from lungseg.inference.segmenter import (
 )
 from lungseg.io.geometry import Geometry
 from lungseg.io.nifti import read_nifti, write_nifti
-from tests.phantoms import small_patient
+from tests.helpers.phantoms import small_patient
 
 
 def resample_back(grid, lo, hi, full_shape):  # noqa: ANN001, ANN201
@@ -45,7 +45,7 @@ def resample_back(grid, lo, hi, full_shape):  # noqa: ANN001, ANN201
     return out
 
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PRE = PreprocessConfig(shape=(32, 32, 32))
 POST = PostprocessConfig()
 # flip axes 0 and 2, then permute (i, j, k) -> (k', i', j'): a scan stored in a non-standard order

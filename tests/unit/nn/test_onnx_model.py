@@ -12,7 +12,7 @@ import pytest
 from lungseg.config import PostprocessConfig, PreprocessConfig, RefineConfig
 from lungseg.errors import LungsegError
 from lungseg.inference.segmenter import Segmenter, load_network, write_bundle
-from tests.phantoms import small_patient
+from tests.helpers.phantoms import small_patient
 
 PRE = PreprocessConfig(shape=(32, 32, 32))
 POST = PostprocessConfig()
