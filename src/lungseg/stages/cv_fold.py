@@ -44,7 +44,7 @@ def run(params: Params, fold: int, processed_dir: Path | None = None, interim_di
     with tempfile.TemporaryDirectory() as tmp:
         init = init_weights(params, Path(tmp)) if params.train.init_from else None
     state = load_resume_state(
-        state_dir, run_fingerprint(aug, params.model, params.train, params.preprocess, params.train.max_epochs, train, init)
+        state_dir, run_fingerprint(aug, params.model, params.train, params.preprocess, params.train.max_epochs, train, val, init)
     )
     tracking.configure(params.tracking)
     tags = {"stage": "cv_fold", "cv_fold": str(fold), "cv_k": str(folds["k"]), "git_commit": tracking.git_commit(),

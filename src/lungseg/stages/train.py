@@ -54,7 +54,7 @@ def _run(params: Params, processed_dir: Path | None, init: InitWeights | None) -
     val = load_split(processed, "val")
     state_dir = Path(params.train.state_dir)
     state = load_resume_state(
-        state_dir, run_fingerprint(aug, params.model, params.train, params.preprocess, params.train.max_epochs, train, init)
+        state_dir, run_fingerprint(aug, params.model, params.train, params.preprocess, params.train.max_epochs, train, val, init)
     )
     tracking.configure(params.tracking)
     tags = {

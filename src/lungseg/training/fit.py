@@ -153,12 +153,12 @@ def fingerprint(*parts: Any, data: SplitArrays | None = None) -> str:
 
 def run_fingerprint(
     aug: AugmentConfig, model_cfg: ModelConfig, train_cfg: TrainConfig, preprocess_cfg: PreprocessConfig,
-    epochs: int, train: SplitArrays, init: InitWeights | None = None,
+    epochs: int, train: SplitArrays, val: SplitArrays, init: InitWeights | None = None,
 ) -> str:
-    """The fingerprint :func:`fit` uses for its resume state (a changed time budget still resumes;
-    other starting weights do not)."""
+    """The fingerprint :func:`fit` uses for its resume state: configs, training and validation data, starting
+    weights (a changed time budget still resumes; other validation cases or starting weights do not)."""
     parts = (aug, model_cfg, dataclasses.replace(train_cfg, max_minutes=0.0), preprocess_cfg, epochs)
-    return fingerprint(*parts, *((init.sha256,) if init else ()), data=train)
+    return fingerprint(*parts, *((init.sha256,) if init else ()), fingerprint(data=val), data=train)
 
 
 def steps_per_epoch(train_cfg: TrainConfig, n_cases: int) -> int:
@@ -240,7 +240,7 @@ def fit(
     configure_threads()
     keras.utils.set_random_seed(train_cfg.seed)
     epochs = max_epochs or train_cfg.max_epochs
-    fp = run_fingerprint(aug, model_cfg, train_cfg, preprocess_cfg, epochs, train, init)
+    fp = run_fingerprint(aug, model_cfg, train_cfg, preprocess_cfg, epochs, train, val, init)
     state = load_resume_state(state_dir, fp)
     model_path = Path(model_path)
     model_path.parent.mkdir(parents=True, exist_ok=True)

@@ -180,9 +180,6 @@ def test_changed_params_or_data_start_afresh(saved_state, tmp_path: Path, change
 
 
 @pytest.mark.slow  # trains
-@pytest.mark.xfail(strict=True, reason="src bug: training.run_fingerprint hashes the training split only, so a "
-                   "resume state survives a changed validation split (best-checkpoint and early-stopping counters "
-                   "then compare val losses of different data); strict: remove this mark when it passes")
 def test_changed_validation_data_starts_afresh(saved_state, tmp_path: Path) -> None:
     saved, _ = saved_state
     result = _fit_from(saved, tmp_path, blob_split(4, 0), blob_split(2, 7))  # other validation cases
