@@ -1,4 +1,4 @@
-"""Experiment tracking: the only module that imports mlflow.
+"""Experiment tracking of the training side (runs, params, metrics, logged models) through MLflow.
 
 The tracking URI is ``MLFLOW_TRACKING_URI`` if set (e.g. ``http://host:5000``, an ``mlflow
 server`` shared by a team), else ``params.tracking.tracking_uri`` (default a SQLite database
