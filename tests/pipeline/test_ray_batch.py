@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from lungseg.cli import main
-from tests.unit.inference.test_cohort import BROKEN, make_cohort, read_rows, tiny_bundle
+from tests.helpers.cohort import BROKEN, make_cohort, read_rows, tiny_bundle
 
 pytestmark = pytest.mark.pipeline
 import ray  # noqa: E402, F401 - in the test extra: without it this test must fail, not be skipped
