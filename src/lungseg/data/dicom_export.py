@@ -433,7 +433,7 @@ def write_rtstruct(labels: np.ndarray, series_dir: str | Path, out_path: str | P
     positions = np.asarray([[float(v) for v in f.header.ImagePositionPatient] for f in ref.files])
     masks = {}
     for label in (RIGHT, LEFT):
-        mask = np.zeros_like(ref.labels, dtype=bool)  # zero pages until written: only the labelled box is
+        mask = np.zeros(ref.labels.shape, bool, order="F")  # zero pages until written (not zeros_like: it writes)
         if ref.box is not None:
             mask[ref.box] = ref.labels[ref.box] == label
         masks[ROI_NAMES[label]] = mask
