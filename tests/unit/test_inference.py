@@ -238,6 +238,21 @@ def test_labels_are_column_major_like_the_ct(phantom, oracle_result) -> None:
     assert seg.labels.flags.f_contiguous and seg.labels.shape == phantom[0].shape
 
 
+def test_lungseg_turns_numpys_huge_pages_off_unless_the_user_chose() -> None:
+    """Importing lungseg first (as the CLI does) sets NUMPY_MADVISE_HUGEPAGE=0 before numpy reads it (see
+    lungseg.runtime); a value the user set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    check = "import lungseg, numpy._core.multiarray as m; print(m._get_madvise_hugepage())"
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    for value, expected in ((None, "False"), ("1", "True")):
+        run_env = env if value is None else {**env, "NUMPY_MADVISE_HUGEPAGE": value}
+        out = subprocess.run([sys.executable, "-c", check], env=run_env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == expected
+
+
 def test_load_ct_reads_nifti_and_a_dicom_folder_alike(phantom, tmp_path: Path) -> None:
     from lungseg.data.dicom_write import StudyInfo, make_uid, write_ct_series
 
