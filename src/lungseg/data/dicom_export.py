@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 from pydicom.datadict import tag_for_keyword
-from pydicom.dataset import Dataset
-from pydicom.uid import RTStructureSetStorage, SegmentationStorage
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, SegmentationStorage
 from pydicom.valuerep import DA, TM, format_number_as_ds
 
 from lungseg import __version__
@@ -54,7 +54,7 @@ from lungseg.data.dicom import (
     select_ct_series,
 )
 from lungseg.data.dicom_scan import folder_state, sop_class_uid, sop_instance_uid
-from lungseg.data.dicom_write import _file_meta, add_rtstruct_content, make_uid
+from lungseg.data.dicom_write import add_rtstruct_content, make_uid
 from lungseg.data.geometry import Geometry
 from lungseg.errors import CaseError, LungsegError
 from lungseg.fileio import atomic_write_bytes
@@ -240,7 +240,8 @@ def _instance(ref: _Reference, sop_class: str, modality: str, series: str, numbe
     sop_uid = make_uid(ref.series_uid, f"lungseg-{series}", ref.digest)
     ds = _item(SOPClassUID=sop_class, SOPInstanceUID=sop_uid, InstanceCreationDate=DA(now.date()),
                InstanceCreationTime=TM(now.time()))
-    ds.file_meta = _file_meta(sop_class, sop_uid)
+    ds.file_meta = FileMetaDataset()  # dcmwrite (enforce_file_format) adds the SOP UIDs and its implementation
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     if "SpecificCharacterSet" in first:  # the copied names keep their encoding
         ds.SpecificCharacterSet = first.SpecificCharacterSet
     for tag in PATIENT_AND_STUDY:
