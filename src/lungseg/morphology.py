@@ -26,6 +26,18 @@ def bounding_box(mask: np.ndarray, pad: int | tuple[int, ...] = 0) -> tuple[slic
     return tuple(box)
 
 
+def label_counts(lab: np.ndarray, n: int, where: np.ndarray | None = None) -> np.ndarray:
+    """Voxels of each label ``0 ... n`` in ``lab`` (with ``where``, a boolean array of its shape: only those
+    voxels), counted slab by slab along axis 0: ``np.bincount`` copies its input to int64, and that whole-volume
+    copy (70 MB for 9 M voxels) took 0.5 s on a host where fresh memory is slow to touch, 30 times the counting."""
+    counts = np.zeros(n + 1, dtype=np.int64)
+    step = max(1, (1 << 20) // max(1, lab[0].size))
+    for s in range(0, lab.shape[0], step):
+        part = lab[s : s + step] if where is None else lab[s : s + step][where[s : s + step]]
+        counts += np.bincount(part.ravel(), minlength=n + 1)
+    return counts
+
+
 def border_connected_2d(mask: np.ndarray) -> np.ndarray:
     """Voxels of ``mask`` connected (in-plane, per slice) to the i/j border of their slice."""
     lab, n = ndimage.label(mask, structure=INPLANE)

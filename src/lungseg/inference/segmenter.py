@@ -45,14 +45,13 @@ from lungseg.inference.bundle import (
 from lungseg.inference.preprocessing import (
     GridMap,
     canonical_view,
-    from_canonical,
     preprocess_image,
     probabilities_to_original,
     resample_to_box,
 )
 from lungseg.inference.quality import aerated_left_out, assess
 from lungseg.io.geometry import Geometry
-from lungseg.morphology import bounding_box, fill_holes_2d, snap_to_ct, split_merged
+from lungseg.morphology import bounding_box, fill_holes_2d, label_counts, snap_to_ct, split_merged
 
 log = logging.getLogger(__name__)
 
@@ -210,10 +209,10 @@ def postprocess_box(
     if not mask.any():
         return out
     lab, n = ndimage.label(mask)
-    sizes = np.bincount(lab.ravel())[1:]
+    sizes = label_counts(lab, n)[1:]
     lung_like = np.ones(n, dtype=bool)
     if hu is not None and cfg.max_gas_fraction < 1.0:
-        gas = np.bincount(lab[hu < GAS_HU], minlength=n + 1)[1:]
+        gas = label_counts(lab, n, hu < GAS_HU)[1:]
         lung_like = gas <= cfg.max_gas_fraction * sizes
     order = [int(i) + 1 for i in np.argsort(-sizes, kind="stable")
              if sizes[i] * voxel_ml >= cfg.min_component_ml and lung_like[i]]
@@ -420,17 +419,20 @@ class Segmenter:
                               sf.rim_hu if sf.rim else None)
         else:
             mask = prob_box > cfg.threshold
-        canonical_labels = np.zeros(grid.canonical_shape, dtype=np.uint8)
-        canonical_labels[box] = postprocess_box(mask, True, geometry.voxel_volume_ml, cfg, hu_box)
-        labels = from_canonical(canonical_labels, ornt, grid.original_shape)
-        counts = np.bincount(canonical_labels[box].ravel(), minlength=3)
+        lungs = postprocess_box(mask, True, geometry.voxel_volume_ml, cfg, hu_box)
+        # written through its canonical view: no canonical copy (35 MB for 512x512x134, whose first touch cost
+        # more than the work on some hosts); column-major like the HU, slice by slice as the writers read it
+        labels = np.zeros(grid.original_shape, dtype=np.uint8, order="F")
+        canonical_labels = canonical_view(labels, ornt)
+        canonical_labels[box] = lungs
+        right, total = np.count_nonzero(lungs == RIGHT), np.count_nonzero(lungs)  # np.bincount: an int64 copy
         timings["postprocess"] = time.perf_counter() - t
 
         v = geometry.voxel_volume_ml
-        volumes = {"right": float(counts[RIGHT]) * v, "left": float(counts[LEFT]) * v}
+        volumes = {"right": float(right) * v, "left": float(total - right) * v}
         volumes["total"] = volumes["right"] + volumes["left"]
         t = time.perf_counter()
-        left_out = float(np.count_nonzero(aerated_left_out(canonical_labels[box] > 0, hu_box))) * v
+        left_out = float(np.count_nonzero(aerated_left_out(lungs > 0, hu_box))) * v
         quality = assess(canonical_labels, volumes, hu, prob_box, left_out)
         timings["quality"] = time.perf_counter() - t
         return Segmentation(labels, net_prob, image, grid, volumes, timings, quality)

@@ -22,8 +22,10 @@ The RTSTRUCT contours are traced at level :data:`CONTOUR_LEVEL` (0.75), a quarte
 the labelled voxels' centres: lungseg's reader (even-odd rule at voxel centres) and rt-utils (vertices
 rounded to whole pixels, then OpenCV's boundary-inclusive fill) both read back exactly the labels written.
 
-The headers of the last series read are kept while its folder's files are unchanged, so the SEG and the
-RTSTRUCT of one case read them once. Files are written atomically (temporary file, then rename): a failed
+Both are built with pydicom alone: highdicom, which built them before, loads its tables of the standard
+(0.3 s, once per process) and took 0.6 s for the first SEG of a 512x512x134 series. The headers of the last
+series read are kept while its folder's files are unchanged, so the SEG and the RTSTRUCT of one case read
+them once. Files are written atomically (temporary file, then rename): a failed
 export never leaves a half-written file or replaces an earlier one.
 """
 
@@ -31,21 +33,17 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 from io import BytesIO
 from pathlib import Path
 
-import highdicom as hd  # 0.2 s to import: lungseg predict imports this module before its first case
 import numpy as np
 import pydicom
-from pydicom.sr.codedict import codes
-from pydicom.sr.coding import Code
-from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage
-from pydicom.valuerep import DA, TM
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, RTStructureSetStorage, SegmentationStorage
+from pydicom.valuerep import DA, TM, format_number_as_ds
 
 from lungseg import __version__
 from lungseg.errors import CaseError, LungsegError
@@ -57,20 +55,56 @@ from lungseg.io.dicom import (
     forget_selection,
     select_ct_series,
 )
-from lungseg.io.dicom_scan import folder_state, sop_instance_uid
-from lungseg.io.dicom_write import add_rtstruct_content, make_uid, roi_color
+from lungseg.io.dicom_scan import folder_state, sop_class_uid, sop_instance_uid
+from lungseg.io.dicom_write import add_rtstruct_content, make_uid
 from lungseg.io.geometry import Geometry
 from lungseg.morphology import bounding_box
 
 logger = logging.getLogger(__name__)
 
 RIGHT, LEFT = 1, 2
-#: SNOMED CT codes of the two segments (pydicom's code dictionary has no lateralised lungs).
-RIGHT_LUNG = Code("3341006", "SCT", "Right lung")
-LEFT_LUNG = Code("44029006", "SCT", "Left lung")
+#: SNOMED CT codes (value, scheme, meaning) of the segments (pydicom's code dictionary has no lateralised lungs).
+RIGHT_LUNG = ("3341006", "SCT", "Right lung")
+LEFT_LUNG = ("44029006", "SCT", "Left lung")
 ROI_NAMES = {RIGHT: "Lung_R", LEFT: "Lung_L"}
+#: Recommended Display CIELab Value of each segment: :func:`lungseg.io.dicom_write.roi_color` of its ROI name
+#: converted as highdicom's ``CIELabColor.from_rgb`` does (checked by a test).
+SEGMENT_CIELAB = {RIGHT: (48368, 39717, 53000), LEFT: (41707, 32764, 18350)}
 SEG_SERIES_NUMBER, RTSTRUCT_SERIES_NUMBER = 901, 902
 MANUFACTURER = "lungseg"
+#: Root attributes of the Patient, Clinical Trial Subject, General Study, Patient Study and Clinical Trial Study
+#: modules of the CT Image IOD: what highdicom's ``copy_patient_and_study_information`` copies from a CT, which
+#: loads its tables of the standard first (0.3 s, once per process). Copied only when the CT has them.
+PATIENT_AND_STUDY = tuple(tag_for_keyword(k) for k in """
+    PatientName PatientID IssuerOfPatientID TypeOfPatientID IssuerOfPatientIDQualifiersSequence
+    SourcePatientGroupIdentificationSequence GroupOfPatientsIdentificationSequence PatientBirthDate
+    PatientBirthTime PatientBirthDateInAlternativeCalendar PatientDeathDateInAlternativeCalendar
+    PatientAlternativeCalendar PatientSex QualityControlSubject StrainDescription StrainNomenclature
+    StrainStockSequence StrainAdditionalInformation StrainCodeSequence GeneticModificationsSequence
+    OtherPatientNames OtherPatientIDsSequence ReferencedPatientPhotoSequence EthnicGroupCodeSequence
+    PatientSpeciesDescription PatientSpeciesCodeSequence PatientBreedDescription PatientBreedCodeSequence
+    BreedRegistrationSequence ResponsiblePerson ResponsiblePersonRole ResponsibleOrganization
+    PatientComments PatientIdentityRemoved DeidentificationMethod DeidentificationMethodCodeSequence
+    ReferencedPatientSequence ClinicalTrialSponsorName ClinicalTrialProtocolID ClinicalTrialProtocolName
+    IssuerOfClinicalTrialProtocolID OtherClinicalTrialProtocolIDsSequence ClinicalTrialSiteID
+    ClinicalTrialSiteName IssuerOfClinicalTrialSiteID ClinicalTrialSubjectID
+    IssuerOfClinicalTrialSubjectID ClinicalTrialSubjectReadingID IssuerOfClinicalTrialSubjectReadingID
+    StudyInstanceUID StudyDate StudyTime ReferringPhysicianName ReferringPhysicianIdentificationSequence
+    ConsultingPhysicianName ConsultingPhysicianIdentificationSequence StudyID AccessionNumber
+    IssuerOfAccessionNumberSequence StudyDescription PhysiciansOfRecord
+    PhysiciansOfRecordIdentificationSequence NameOfPhysiciansReadingStudy
+    PhysiciansReadingStudyIdentificationSequence RequestingServiceCodeSequence ReferencedStudySequence
+    ProcedureCodeSequence ReasonForPerformedProcedureCodeSequence AdmittingDiagnosesDescription
+    AdmittingDiagnosesCodeSequence PatientAge PatientSize PatientSizeCodeSequence PatientBodyMassIndex
+    MeasuredAPDimension MeasuredLateralDimension PatientWeight MedicalAlerts Allergies Occupation
+    SmokingStatus AdditionalPatientHistory PregnancyStatus LastMenstrualDate PatientSexNeutered
+    ReasonForVisit ReasonForVisitCodeSequence AdmissionID IssuerOfAdmissionIDSequence ServiceEpisodeID
+    ServiceEpisodeDescription IssuerOfServiceEpisodeIDSequence PatientState
+    ClinicalTrialProtocolEthicsCommitteeName ClinicalTrialProtocolEthicsCommitteeApprovalNumber
+    ClinicalTrialTimePointID ClinicalTrialTimePointDescription LongitudinalTemporalOffsetFromEvent
+    LongitudinalTemporalEventType ClinicalTrialTimePointTypeCodeSequence IssuerOfClinicalTrialTimePointID
+    ConsentForClinicalTrialUseSequence RequestingService
+""".split())
 #: Iso-level of the RTSTRUCT contours: vertices a quarter voxel outside the boundary voxel centres. Readers
 #: that round vertices to whole voxels before a boundary-inclusive fill (rt-utils: np.around, then OpenCV's
 #: fillPoly) and readers that sample voxel centres with the even-odd rule (lungseg) both get the mask back
@@ -182,27 +216,115 @@ def _write(ds: pydicom.Dataset, out_path: str | Path) -> Path:
         raise LungsegError(f"{out_path}: cannot write ({e})") from e
 
 
-def _one_line(e: Exception) -> str:
-    return " ".join(f"{type(e).__name__}: {e}".split())
+def _item(**attributes: object) -> Dataset:
+    """A dataset (sequence item) with the given attributes, by keyword."""
+    ds = Dataset()
+    for keyword, value in attributes.items():
+        setattr(ds, keyword, value)
+    return ds
 
 
-@contextmanager
-def _quiet_highdicom() -> Iterator[None]:
-    """Keep highdicom's warnings out of the output: some quote header values (PatientName)."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield
-    for w in caught:
-        logger.debug("highdicom %s suppressed (it may quote patient attributes)", w.category.__name__)
+def _code(value: str, scheme: str, meaning: str) -> list[Dataset]:
+    """A code sequence of one item."""
+    return [_item(CodeValue=value, CodingSchemeDesignator=scheme, CodeMeaning=meaning)]
 
 
-def _frames(ref: _Reference) -> np.ndarray:
-    """The labels as frames ``(k, row j, column i)``: only the labelled box is transposed (a full
-    512x512x130 transpose took 0.15 s)."""
-    frames = np.zeros(ref.labels.shape[::-1], np.uint8)
+def _instance(ref: _Reference, sop_class: str, modality: str, series: str, number: int) -> Dataset:
+    """A new instance of the CT's study, in its frame of reference: SOP Common, Patient and Study (the attributes
+    the CT has: :data:`PATIENT_AND_STUDY`), General Series, Frame of Reference and General Equipment modules.
+
+    Built with pydicom: highdicom's base class loads its tables of the standard (0.3 s, once per process) to decide
+    which attributes an IOD has. ``series`` names the kind of output in its derived UIDs.
+    """
+    first, now = ref.first, datetime.now()
+    sop_uid = make_uid(ref.series_uid, f"lungseg-{series}", ref.digest)
+    ds = _item(SOPClassUID=sop_class, SOPInstanceUID=sop_uid, InstanceCreationDate=DA(now.date()),
+               InstanceCreationTime=TM(now.time()))
+    ds.file_meta = FileMetaDataset()  # dcmwrite (enforce_file_format) adds the SOP UIDs and its implementation
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    if "SpecificCharacterSet" in first:  # the copied names keep their encoding
+        ds.SpecificCharacterSet = first.SpecificCharacterSet
+    for tag in PATIENT_AND_STUDY:
+        if tag in first:
+            ds.add(first[tag])
+    ds.Modality = modality
+    ds.SeriesInstanceUID = make_uid(ref.series_uid, f"lungseg-{series}-series", ref.digest)
+    ds.SeriesNumber = number
+    ds.SeriesDescription = "lungseg lungs"
+    ds.InstanceNumber = 1
+    # Frame of Reference module (Type 1 UID, Type 2 indicator): planning systems refuse a structure set without it
+    ds.FrameOfReferenceUID = str(first.FrameOfReferenceUID)
+    ds.PositionReferenceIndicator = str(first.get("PositionReferenceIndicator", "") or "")
+    ds.Manufacturer = ds.ManufacturerModelName = MANUFACTURER
+    ds.SoftwareVersions = __version__
+    return ds
+
+
+def _distances(ref: _Reference) -> np.ndarray:
+    """Position of each CT slice along column x row cosines (the normal highdicom sorts a SEG's planes by)."""
+    iop = np.array([float(v) for v in ref.first.ImageOrientationPatient])
+    positions = np.array([[float(v) for v in f.header.ImagePositionPatient] for f in ref.files])
+    return positions @ np.cross(iop[3:], iop[:3])
+
+
+def _slice_spacing(distances: np.ndarray) -> float | None:
+    """The slice spacing when regular (every gap within 1% of the mean, highdicom's test), else None."""
+    d = np.sort(distances)
+    spacing = (d[-1] - d[0]) / (len(d) - 1)
+    return float(spacing) if spacing > 0 and np.all(np.abs(np.diff(d) - spacing) <= 0.01 * spacing) else None
+
+
+def _seg_frames(ref: _Reference, distances: np.ndarray) -> list[tuple[int, int, int]]:
+    """``(segment, slice k, position index)`` of each frame of the SEG, in highdicom's order: each segment's
+    non-empty slices by distance, indexed among the slices holding any label (no label at all: every slice)."""
+    n_k = len(ref.files)
+    present = {v: np.ones(n_k, bool) if ref.box is None else np.zeros(n_k, bool) for v in (RIGHT, LEFT)}
     if ref.box is not None:
-        frames[ref.box[::-1]] = ref.labels[ref.box].transpose(2, 1, 0)
-    return frames
+        sub = ref.labels[ref.box]
+        for v in present:
+            present[v][ref.box[2]] = (sub == v).any(axis=(0, 1))
+    planes = [int(k) for k in np.argsort(distances, kind="stable") if present[RIGHT][k] or present[LEFT][k]]
+    return [(v, k, index) for v in (RIGHT, LEFT) for index, k in enumerate(planes, 1) if present[v][k]]
+
+
+def _pack_frames(ref: _Reference, frames: list[tuple[int, int, int]]) -> bytes:
+    """The frames (rows j, columns i) of segment == label, one bit a pixel, as BINARY SEG pixel data (eight
+    frames at a time: a whole number of bytes; the whole padded with NUL to an even length)."""
+    packed = []
+    for start in range(0, len(frames), 8):
+        bits = np.stack([ref.labels[:, :, k].T == v for v, k, _ in frames[start : start + 8]])
+        packed.append(np.packbits(bits, bitorder="little").tobytes())
+    data = b"".join(packed)
+    return data + b"\0" if len(data) % 2 else data
+
+
+def _segment(ref: _Reference, number: int, code: tuple[str, str, str]) -> Dataset:
+    """An item of the SegmentSequence."""
+    algorithm = _item(AlgorithmFamilyCodeSequence=_code("123110", "DCM", "Artificial Intelligence"),
+                      AlgorithmName="lungseg", AlgorithmVersion=__version__)  # fmt: skip
+    return _item(
+        SegmentNumber=number, SegmentLabel=ROI_NAMES[number], SegmentAlgorithmType="AUTOMATIC",
+        SegmentAlgorithmName="lungseg", SegmentationAlgorithmIdentificationSequence=[algorithm],
+        SegmentedPropertyCategoryCodeSequence=_code("91723000", "SCT", "Anatomical Structure"),
+        SegmentedPropertyTypeCodeSequence=_code(*code), RecommendedDisplayCIELabValue=list(SEGMENT_CIELAB[number]),
+        TrackingID=ROI_NAMES[number],
+        TrackingUID=make_uid(ref.series_uid, "lungseg-seg-segment", str(number), ref.digest),
+    )  # fmt: skip
+
+
+def _frame(source: tuple[str, str], position: object, number: int, index: int) -> Dataset:
+    """An item of the PerFrameFunctionalGroupsSequence: derived from the CT slice ``source`` (SOP class and
+    instance UIDs) at ``position``, segment ``number``, dimension index values ``[number, index]``."""
+    purpose = _code("121322", "DCM", "Source image for image processing operation")
+    image = _item(ReferencedSOPClassUID=source[0], ReferencedSOPInstanceUID=source[1],
+                  SpatialLocationsPreserved="YES", PurposeOfReferenceCodeSequence=purpose)
+    return _item(
+        DerivationImageSequence=[_item(SourceImageSequence=[image],
+                                       DerivationCodeSequence=_code("113076", "DCM", "Segmentation"))],
+        FrameContentSequence=[_item(DimensionIndexValues=[number, index])],
+        PlanePositionSequence=[_item(ImagePositionPatient=position)],
+        SegmentIdentificationSequence=[_item(ReferencedSegmentNumber=number)],
+    )  # fmt: skip
 
 
 def write_dicom_seg(labels: np.ndarray, series_dir: str | Path, out_path: str | Path) -> Path:
@@ -211,7 +333,9 @@ def write_dicom_seg(labels: np.ndarray, series_dir: str | Path, out_path: str | 
     Two segments: 1 "Right lung" (SCT 3341006) and 2 "Left lung" (SCT 44029006), category
     Anatomical Structure (SCT 91723000), algorithm type AUTOMATIC (lungseg). One frame
     per non-empty (slice, segment), each referencing its CT slice's SOP Instance UID and
-    carrying that slice's position and orientation; built with highdicom.
+    carrying that slice's position; orientation and pixel spacing shared. Frames and attributes
+    are those highdicom's Segmentation class wrote for these arguments (it built this file before:
+    checked by a test), built with pydicom.
 
     Args:
         labels: uint8 ``[i, j, k]`` on the CT's own grid (see the module docstring):
@@ -228,48 +352,66 @@ def write_dicom_seg(labels: np.ndarray, series_dir: str | Path, out_path: str | 
         LungsegError: ``out_path`` cannot be written.
     """
     ref = _reference(labels, series_dir)
-    algorithm = hd.AlgorithmIdentificationSequence(
-        name="lungseg", family=codes.DCM.ArtificialIntelligence, version=__version__
-    )
-    segments = [
-        hd.seg.SegmentDescription(
-            segment_number=number,
-            segment_label=ROI_NAMES[number],
-            segmented_property_category=codes.SCT.AnatomicalStructure,
-            segmented_property_type=code,
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm,
-            tracking_uid=make_uid(ref.series_uid, "lungseg-seg-segment", str(number), ref.digest),
-            tracking_id=ROI_NAMES[number],
-            display_color=hd.color.CIELabColor.from_rgb(*roi_color(ROI_NAMES[number])),
-        )
-        for number, code in ((RIGHT, RIGHT_LUNG), (LEFT, LEFT_LUNG))
+    first = ref.first
+    ds = _instance(ref, SegmentationStorage, "SEG", "seg", SEG_SERIES_NUMBER)
+    ds.ContentDate, ds.ContentTime = ds.InstanceCreationDate, ds.InstanceCreationTime
+    ds.DeviceSerialNumber = "1"
+    ds.ImageType = ["DERIVED", "PRIMARY"]
+    sources = [(sop_class_uid(f.header), sop_instance_uid(f.header)) for f in ref.files]
+    ds.SourceImageSequence = [_item(ReferencedSOPClassUID=c, ReferencedSOPInstanceUID=u) for c, u in sources]
+    ds.ReferencedSeriesSequence = [_item(SeriesInstanceUID=ref.series_uid, ReferencedInstanceSequence=[
+        _item(ReferencedSOPClassUID=c, ReferencedSOPInstanceUID=u) for c, u in sources])]  # fmt: skip
+    if first.get("Manufacturer"):  # the scanner, as highdicom records it
+        scanner = _item(ContributionDescription="Acquisition equipment of the source image(s)",
+                        PurposeOfReferenceCodeSequence=_code("109101", "DCM", "Acquisition Equipment"))
+        for keyword in ("Manufacturer", "ManufacturerModelName", "SoftwareVersions"):
+            if keyword in first:
+                scanner.add(first[keyword])
+        ds.ContributingEquipmentSequence = [scanner]
+    # Segmentation Image module
+    ds.SegmentationType = "BINARY"
+    ds.SegmentsOverlap = "NO"
+    ds.ContentLabel = "LUNGS"
+    ds.ContentDescription = "Right and left lung, automatic (lungseg)"
+    ds.SegmentSequence = [_segment(ref, RIGHT, RIGHT_LUNG), _segment(ref, LEFT, LEFT_LUNG)]
+    # Multi-frame Dimension and Functional Groups modules
+    dimensions = make_uid(ref.series_uid, "lungseg-seg-dimensions", ref.digest)
+    ds.DimensionOrganizationSequence = [_item(DimensionOrganizationUID=dimensions)]
+    ds.DimensionIndexSequence = [
+        _item(DimensionOrganizationUID=dimensions, DimensionIndexPointer=index, FunctionalGroupPointer=group,
+              DimensionDescriptionLabel=label)
+        for index, group, label in ((0x0062000B, 0x0062000A, "Referenced Segment Number"),
+                                    (0x00200032, 0x00209113, "Image Position Patient"))
+    ]  # fmt: skip
+    measures = _item(PixelSpacing=first.PixelSpacing)
+    if "SliceThickness" in first:
+        measures.SliceThickness = first.SliceThickness
+    distances = _distances(ref)
+    spacing = _slice_spacing(distances)
+    if spacing is not None:
+        measures.SpacingBetweenSlices = format_number_as_ds(spacing)
+    orientation = _item(ImageOrientationPatient=first.ImageOrientationPatient)
+    ds.SharedFunctionalGroupsSequence = [
+        _item(PixelMeasuresSequence=[measures], PlaneOrientationSequence=[orientation])
     ]
-    try:
-        with _quiet_highdicom():
-            seg = hd.seg.Segmentation(
-                source_images=[f.header for f in ref.files],
-                pixel_array=_frames(ref),
-                segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-                segment_descriptions=segments,
-                series_instance_uid=make_uid(ref.series_uid, "lungseg-seg-series", ref.digest),
-                series_number=SEG_SERIES_NUMBER,
-                sop_instance_uid=make_uid(ref.series_uid, "lungseg-seg", ref.digest),
-                instance_number=1,
-                manufacturer=MANUFACTURER,
-                manufacturer_model_name=MANUFACTURER,
-                software_versions=__version__,
-                device_serial_number="1",
-                series_description="lungseg lungs",
-                content_label="LUNGS",
-                content_description="Right and left lung, automatic (lungseg)",
-                omit_empty_frames=True,
-            )
-    except (ValueError, TypeError, AttributeError, KeyError) as e:
-        problem = f"cannot build a DICOM SEG for series {ref.series_uid} ({_one_line(e)})"
-        raise CaseError(ref.name, problem) from e
-    path = _write(seg, out_path)
-    logger.info("wrote DICOM SEG (%d frames) to %s", int(seg.NumberOfFrames), path)
+    frames = _seg_frames(ref, distances)
+    ds.PerFrameFunctionalGroupsSequence = [
+        _frame(sources[k], ref.files[k].header.ImagePositionPatient, number, index) for number, k, index in frames
+    ]
+    # Image Pixel module: one bit a pixel, the frames one after the other
+    cols, rows, _ = ref.geometry.shape
+    ds.update(_item(SamplesPerPixel=1, PhotometricInterpretation="MONOCHROME2", Rows=rows, Columns=cols,
+                    BitsAllocated=1, BitsStored=1, HighBit=0, PixelRepresentation=0,
+                    NumberOfFrames=len(frames), PresentationLUTShape="IDENTITY"))  # fmt: skip
+    ds.LossyImageCompression = first.get("LossyImageCompression", "00")
+    if ds.LossyImageCompression == "01":
+        for keyword in ("LossyImageCompressionRatio", "LossyImageCompressionMethod"):
+            if keyword in first:
+                ds.add(first[keyword])
+    ds.PixelData = _pack_frames(ref, frames)
+    ds["PixelData"].VR = "OB"
+    path = _write(ds, out_path)
+    logger.info("wrote DICOM SEG (%d frames) to %s", len(frames), path)
     return path
 
 
@@ -285,35 +427,20 @@ def write_rtstruct(labels: np.ndarray, series_dir: str | Path, out_path: str | P
     Arguments, return value and errors as for :func:`write_dicom_seg`.
     """
     ref = _reference(labels, series_dir)
-    now = datetime.now()
-    with _quiet_highdicom():
-        ds = hd.SOPClass(
-            study_instance_uid=str(ref.first.StudyInstanceUID),
-            series_instance_uid=make_uid(ref.series_uid, "lungseg-rtstruct-series", ref.digest),
-            series_number=RTSTRUCT_SERIES_NUMBER,
-            sop_instance_uid=make_uid(ref.series_uid, "lungseg-rtstruct", ref.digest),
-            sop_class_uid=RTStructureSetStorage,
-            instance_number=1,
-            modality="RTSTRUCT",
-            manufacturer=MANUFACTURER,
-            transfer_syntax_uid=ExplicitVRLittleEndian,
-            manufacturer_model_name=MANUFACTURER,
-            software_versions=__version__,
-            series_description="lungseg lungs",
-        )
-        ds.copy_patient_and_study_information(ref.first)  # only what the CT has
-    # Frame of Reference module (Type 1 UID, Type 2 indicator) and RT Series' Type 2 OperatorsName: planning systems
-    # refuse a structure set without its frame of reference (dciodvfy names all three when they are absent)
-    ds.FrameOfReferenceUID = str(ref.first.FrameOfReferenceUID)
-    ds.PositionReferenceIndicator = str(ref.first.get("PositionReferenceIndicator", "") or "")
-    ds.OperatorsName = ""
+    ds = _instance(ref, RTStructureSetStorage, "RTSTRUCT", "rtstruct", RTSTRUCT_SERIES_NUMBER)
+    ds.OperatorsName = ""  # RT Series, Type 2: dciodvfy names it when absent
     ds.StructureSetLabel = "lungseg"
-    ds.StructureSetDate = DA(now.date())
-    ds.StructureSetTime = TM(now.time())
+    ds.StructureSetDate, ds.StructureSetTime = ds.InstanceCreationDate, ds.InstanceCreationTime
     positions = np.asarray([[float(v) for v in f.header.ImagePositionPatient] for f in ref.files])
+    masks = {}
+    for label in (RIGHT, LEFT):
+        mask = np.zeros(ref.labels.shape, bool, order="F")  # zero pages until written (not zeros_like: it writes)
+        if ref.box is not None:
+            mask[ref.box] = ref.labels[ref.box] == label
+        masks[ROI_NAMES[label]] = mask
     add_rtstruct_content(
         ds,
-        {ROI_NAMES[label]: ref.labels == label for label in (RIGHT, LEFT)},
+        masks,
         ref.geometry,
         study_uid=str(ref.first.StudyInstanceUID),
         frame_of_reference_uid=str(ref.first.FrameOfReferenceUID),

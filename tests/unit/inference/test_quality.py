@@ -8,8 +8,8 @@ import pytest
 from lungseg.inference.preprocessing import canonical_ornt, to_canonical
 from lungseg.inference.quality import assess
 from lungseg.io.nifti import read_nifti
-from tests.helpers.real_ct import real_ct
 from tests.helpers.phantoms import small_patient
+from tests.helpers.real_ct import real_ct
 
 
 @pytest.fixture(scope="module")

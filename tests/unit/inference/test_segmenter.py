@@ -201,6 +201,58 @@ def test_gas_components_are_dropped_before_the_two_largest_are_kept() -> None:
     assert postprocess_box(mask, True, 1.0 / 1000, off, hu)[gas].all()
 
 
+def test_label_counts_equal_bincount_slab_by_slab() -> None:
+    """The slab-wise count (no whole-volume int64 copy) is np.bincount's, with and without a selection."""
+    from lungseg.morphology import label_counts
+
+    rng = np.random.default_rng(3)
+    lab = rng.integers(0, 7, size=(40, 300, 200)).astype(np.int32)  # 60,000 voxels a plane: slabs of 17 planes
+    where = rng.random(lab.shape) < 0.3
+    np.testing.assert_array_equal(label_counts(lab, 8), np.bincount(lab.ravel(), minlength=9))
+    np.testing.assert_array_equal(label_counts(lab, 6, where), np.bincount(lab[where], minlength=7))
+    np.testing.assert_array_equal(label_counts(lab[:, :, ::-1].T, 6), np.bincount(lab.ravel(), minlength=7))
+
+
+def test_aerated_left_out_is_the_aerated_components_touching_the_lungs() -> None:
+    """Grown from the lungs' neighbours (no labelling of every component): the same voxels as the aerated
+    components outside the lungs that touch them (6-connected), on random volumes."""
+    from lungseg.inference.quality import aerated_left_out
+    from scipy import ndimage
+
+    from lungseg.morphology import grow_3d
+
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        shape = tuple(int(n) for n in rng.integers(1, 12, 3))
+        hu = rng.choice([-1000.0, -800.0, 0.0], size=shape, p=[0.2, 0.5, 0.3]).astype(np.float32)
+        lungs = rng.random(shape) < rng.random() * 0.3
+        lab, _ = ndimage.label((hu > -950) & (hu < -600) & ~lungs)
+        expected = np.isin(lab, lab[grow_3d(lungs) & (lab > 0)])
+        np.testing.assert_array_equal(aerated_left_out(lungs, hu), expected)
+
+
+def test_labels_are_column_major_like_the_ct(phantom, oracle_result) -> None:
+    """The labels are written through their canonical view into a column-major array (no canonical copy): slices
+    contiguous, as the NIfTI and DICOM writers read them; the same values as in C order (the other tests)."""
+    seg, _ = oracle_result
+    assert seg.labels.flags.f_contiguous and seg.labels.shape == phantom[0].shape
+
+
+def test_lungseg_turns_numpys_huge_pages_off_unless_the_user_chose() -> None:
+    """Importing lungseg first (as the CLI does) sets NUMPY_MADVISE_HUGEPAGE=0 before numpy reads it (see
+    lungseg.nn.runtime); a value the user set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    check = "import lungseg, numpy._core.multiarray as m; print(m._get_madvise_hugepage())"
+    env = {k: v for k, v in os.environ.items() if k != "NUMPY_MADVISE_HUGEPAGE"}
+    for value, expected in ((None, "False"), ("1", "True")):
+        run_env = env if value is None else {**env, "NUMPY_MADVISE_HUGEPAGE": value}
+        out = subprocess.run([sys.executable, "-c", check], env=run_env, capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == expected
+
+
 def test_load_ct_reads_nifti_and_a_dicom_folder_alike(phantom, tmp_path: Path) -> None:
     from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series
 

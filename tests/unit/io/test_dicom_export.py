@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -388,3 +389,82 @@ def test_predict_reads_the_series_headers_once_for_the_ct_and_both_dicom_outputs
     (Path(folder) / "note.txt").write_text("a new file: the folder changed\n")  # read again, not trusted
     load_ct(folder)
     assert len(scans) == 2
+
+
+def _highdicom_seg(labels: np.ndarray, ct: CtSeries) -> pydicom.Dataset:
+    """The SEG as highdicom's Segmentation class builds it (lungseg's writer until it was replaced: highdicom loads
+    its tables of the standard, 0.3 s a process), read back: the reference for the frames and attributes."""
+    import highdicom as hd
+    from lungseg.io.dicom_write import roi_color
+    from pydicom.sr.codedict import codes
+    from pydicom.sr.coding import Code
+
+    algorithm = hd.AlgorithmIdentificationSequence(name="lungseg", family=codes.DCM.ArtificialIntelligence,
+                                                   version=dicom_export.__version__)
+    segments = [
+        hd.seg.SegmentDescription(
+            segment_number=number, segment_label=name, segmented_property_category=codes.SCT.AnatomicalStructure,
+            segmented_property_type=Code(*code), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algorithm, tracking_uid=make_uid("track", name), tracking_id=name,
+            display_color=hd.color.CIELabColor.from_rgb(*roi_color(name)))
+        for number, name, code in ((1, "Lung_R", dicom_export.RIGHT_LUNG), (2, "Lung_L", dicom_export.LEFT_LUNG))
+    ]  # fmt: skip
+    seg = hd.seg.Segmentation(
+        source_images=[f.header for f in ct.files], pixel_array=labels.transpose(2, 1, 0),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=segments,
+        series_instance_uid=make_uid("hd", "series"), series_number=901, sop_instance_uid=make_uid("hd", "sop"),
+        instance_number=1, manufacturer="lungseg", manufacturer_model_name="lungseg", software_versions="0",
+        device_serial_number="1", content_label="LUNGS", omit_empty_frames=True,
+    )  # fmt: skip
+    out = BytesIO()
+    pydicom.dcmwrite(out, seg, enforce_file_format=True)
+    return pydicom.dcmread(BytesIO(out.getvalue()))
+
+
+def _frame_table(seg: pydicom.Dataset) -> list[tuple]:
+    return [(int(f.SegmentIdentificationSequence[0].ReferencedSegmentNumber),
+             str(f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID),
+             [float(v) for v in f.PlanePositionSequence[0].ImagePositionPatient],
+             [int(v) for v in f.FrameContentSequence[0].DimensionIndexValues]) for f in seg.PerFrameFunctionalGroupsSequence]
+
+
+@pytest.mark.parametrize("case", ["both", "right only", "none"])
+def test_seg_is_what_highdicom_wrote(synthetic, tmp_path, case) -> None:
+    """The SEG built with pydicom has highdicom's frames (order, references, positions, dimension indices), bit-packed
+    pixel data byte for byte (the frames here are 780 pixels, not whole bytes; the odd length padded), segments and
+    functional groups."""
+    folder, ct, labels = synthetic
+    labels = {"both": labels, "right only": np.where(labels == 1, 1, 0).astype(np.uint8),
+              "none": np.zeros_like(labels)}[case]  # fmt: skip
+    ours = pydicom.dcmread(write_dicom_seg(labels, folder, tmp_path / "seg.dcm"))
+    theirs = _highdicom_seg(labels, ct)
+    assert ours.NumberOfFrames == theirs.NumberOfFrames
+    n_bytes = -(-int(ours.NumberOfFrames) * ours.Rows * ours.Columns // 8)
+    assert ours.PixelData[:n_bytes] == theirs.PixelData[:n_bytes]
+    assert ours.PixelData[n_bytes:] == (b"\0" if n_bytes % 2 else b"")  # padded with NUL (highdicom pads with "0")
+    assert _frame_table(ours) == _frame_table(theirs)
+    for keyword in ("SegmentSequence", "SharedFunctionalGroupsSequence", "DimensionIndexSequence", "ImageType",
+                    "SegmentsOverlap", "SourceImageSequence", "ReferencedSeriesSequence", "LossyImageCompression",
+                    "PresentationLUTShape", "SpecificCharacterSet", "BitsAllocated", "Rows", "Columns"):
+        mine, ref = ours.get(keyword), theirs.get(keyword)
+        if keyword == "SegmentSequence":  # UIDs: made differently
+            for s in (*mine, *ref):
+                del s.TrackingUID
+        if keyword == "DimensionIndexSequence":
+            for s in (*mine, *ref):
+                del s.DimensionOrganizationUID
+        assert mine == ref, keyword
+    assert [c.Manufacturer for c in ours.ContributingEquipmentSequence] == [theirs.ContributingEquipmentSequence[0].Manufacturer]
+
+
+def test_patient_and_study_attributes_are_those_highdicom_copies() -> None:
+    """The root attributes of the CT Image IOD's Patient and Study modules, from highdicom's tables of the standard
+    (what its copy_patient_and_study_information copied into the outputs before)."""
+    from highdicom._standard_utils import get_iod_module_map, get_module_attribute_map, get_sop_class_iod_map
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.uid import CTImageStorage
+
+    modules = [m["key"] for m in get_iod_module_map()[get_sop_class_iod_map()[CTImageStorage]]
+               if m["ie"] in ("Patient", "Study")]  # fmt: skip
+    expected = {tag_for_keyword(a["keyword"]) for m in modules for a in get_module_attribute_map()[m] if not a["path"]}
+    assert sorted(dicom_export.PATIENT_AND_STUDY) == sorted(expected)
