@@ -179,7 +179,7 @@ def _dicom_case(which: str, tmp: Path) -> Path:
 def test_dicom_seg_and_rtstruct_match_the_nifti_output(case, tmp_path: Path, which: str) -> None:
     from lungseg.io.dicom import read_ct_folder
     from lungseg.io.nifti import read_nifti
-    from tests.unit.io.test_dicom_export import _check_rtstruct, _check_seg
+    from tests.helpers.dicom_checks import check_rtstruct, check_seg
 
     _, _, params = case
     half = _constant_model(tmp_path / "half.keras", 0.0)
@@ -192,8 +192,8 @@ def test_dicom_seg_and_rtstruct_match_the_nifti_output(case, tmp_path: Path, whi
         labels, _ = read_nifti(out / f"{name}_lungs.nii.gz")
         assert (labels == 1).sum() > 100 and (labels == 2).sum() > 100
         ct = read_ct_folder(folder)
-        _check_seg(out / f"{name}_seg.dcm", ct, labels)  # references, geometry, Dice >= 0.99 per lung
-        _check_rtstruct(out / f"{name}_rtstruct.dcm", ct, labels)
+        check_seg(out / f"{name}_seg.dcm", ct, labels)  # references, geometry, Dice >= 0.99 per lung
+        check_rtstruct(out / f"{name}_rtstruct.dcm", ct, labels)
         report = json.loads((out / f"{name}.json").read_text())
         assert report["outputs"] == {"nifti": f"{name}_lungs.nii.gz", "dicom-seg": f"{name}_seg.dcm",
                                      "rtstruct": f"{name}_rtstruct.dcm"}

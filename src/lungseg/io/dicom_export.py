@@ -56,8 +56,9 @@ from lungseg.io.dicom import (
     select_ct_series,
 )
 from lungseg.io.dicom_scan import folder_state, sop_class_uid, sop_instance_uid
-from lungseg.io.dicom_write import add_rtstruct_content, make_uid
+from lungseg.io.dicom_write import make_uid
 from lungseg.io.geometry import Geometry
+from lungseg.io.rtstruct_write import add_rtstruct_content
 from lungseg.morphology import bounding_box
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ RIGHT, LEFT = 1, 2
 RIGHT_LUNG = ("3341006", "SCT", "Right lung")
 LEFT_LUNG = ("44029006", "SCT", "Left lung")
 ROI_NAMES = {RIGHT: "Lung_R", LEFT: "Lung_L"}
-#: Recommended Display CIELab Value of each segment: :func:`lungseg.io.dicom_write.roi_color` of its ROI name
+#: Recommended Display CIELab Value of each segment: :func:`lungseg.io.rtstruct_write.roi_color` of its ROI name
 #: converted as highdicom's ``CIELabColor.from_rgb`` does (checked by a test).
 SEGMENT_CIELAB = {RIGHT: (48368, 39717, 53000), LEFT: (41707, 32764, 18350)}
 SEG_SERIES_NUMBER, RTSTRUCT_SERIES_NUMBER = 901, 902
@@ -421,7 +422,7 @@ def write_rtstruct(labels: np.ndarray, series_dir: str | Path, out_path: str | P
     ROIs ``Lung_R`` (label 1) and ``Lung_L`` (label 2), ORGAN, AUTOMATIC; on every slice
     the mask is traced into CLOSED_PLANAR polygons (holes as inner polygons, read with
     the even-odd rule) placed in that slice's plane and referencing its SOP Instance UID
-    (:func:`lungseg.io.dicom_write.add_rtstruct_content`, the writer of the synthetic
+    (:func:`lungseg.io.rtstruct_write.add_rtstruct_content`, the writer of the synthetic
     cohort). An empty lung gives an ROI without contours.
 
     Arguments, return value and errors as for :func:`write_dicom_seg`.

@@ -51,7 +51,8 @@ def write_case(job: tuple[str, int, int, bool, int, Any]) -> dict[str, Any]:
 
     ``job`` is ``(out_dir, seed, n, pathology, max_matrix, realism)``; returns the ``cohort.csv`` row.
     """
-    from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series, write_rtstruct
+    from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series
+    from lungseg.io.rtstruct_write import write_rtstruct
 
     out_dir, seed, n, pathology, max_matrix, realism = job
     pid = _patient_id(n)

@@ -216,9 +216,9 @@ def test_label_counts_equal_bincount_slab_by_slab() -> None:
 def test_aerated_left_out_is_the_aerated_components_touching_the_lungs() -> None:
     """Grown from the lungs' neighbours (no labelling of every component): the same voxels as the aerated
     components outside the lungs that touch them (6-connected), on random volumes."""
-    from lungseg.inference.quality import aerated_left_out
     from scipy import ndimage
 
+    from lungseg.inference.quality import aerated_left_out
     from lungseg.morphology import grow_3d
 
     rng = np.random.default_rng(0)

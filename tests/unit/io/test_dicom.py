@@ -18,8 +18,9 @@ from lungseg.errors import CaseError
 from lungseg.io.dicom import read_ct_folder, scan_dicom_tree
 from lungseg.io.dicom_case import read_dicom_case
 from lungseg.io.dicom_rtstruct import match_lung_rois, rasterize_contours
-from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series, write_dicom_study, write_rtstruct
+from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series
 from lungseg.io.geometry import Geometry
+from lungseg.io.rtstruct_write import write_dicom_study, write_rtstruct
 from tests.helpers.dicom import compress_series, set_dicom_attrs
 
 CFG = PrepareConfig()

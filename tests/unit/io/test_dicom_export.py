@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import RTStructureSetStorage, SegmentationStorage
 
 from lungseg.errors import CaseError
 from lungseg.evaluation.metrics import dice
@@ -18,11 +17,17 @@ from lungseg.evaluation.real_ct import mask_on_grid, split_sides
 from lungseg.io import dicom_export
 from lungseg.io.dicom import CtSeries, read_ct_folder
 from lungseg.io.dicom_export import write_dicom_seg, write_rtstruct
-from lungseg.io.dicom_rtstruct import rasterize_contours, roi_contours
 from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series
 from lungseg.io.geometry import Geometry
 from lungseg.io.ingest import lung_labels, split_binary_mask
 from lungseg.io.nifti import read_nifti
+from tests.helpers.dicom_checks import (
+    check_rtstruct,
+    check_seg,
+    rtstruct_labels,
+    seg_labels,
+    seg_world_centroid,
+)
 from tests.helpers.real_ct import nsclc_series, real_ct
 
 #: Real series for the read-back checks: (DICOM folder, lung mask on any grid); tests/helpers/real_ct.py skips,
@@ -34,10 +39,6 @@ REAL_SERIES = {
 NAME = "Zzyzx^Quuxley"  # must never reach a log
 # rows run along +y (posterior), columns along +x, slice normal -z: i, j and k all differ from x, y, z
 GEOM = Geometry((30, 26, 9), (0.9, 1.3, 2.5), (40.0, -30.0, 20.0), ((0, 1, 0), (1, 0, 0), (0, 0, -1)))
-PATIENT_AND_STUDY = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-    "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
-)  # fmt: skip
 
 
 def _study() -> StudyInfo:
@@ -66,118 +67,13 @@ def synthetic(tmp_path_factory) -> tuple[Path, CtSeries, np.ndarray]:
     return folder, ct, labels
 
 
-def _seg_labels(seg: pydicom.Dataset, ct: CtSeries) -> np.ndarray:
-    """Labels ``[i, j, k]`` from a SEG's frames, placed by each frame's referenced CT SOP Instance UID."""
-    k_of = {uid: k for k, uid in enumerate(ct.sop_instance_uids)}
-    frames = seg.pixel_array.reshape(-1, seg.Rows, seg.Columns)
-    out = np.zeros(ct.geometry.shape, np.uint8)
-    for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
-        number = int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
-        source = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
-        out[:, :, k_of[source]][frame.T.astype(bool)] = number
-    return out
-
-
-def _seg_world_centroid(seg: pydicom.Dataset, number: int) -> np.ndarray:
-    """LPS centroid of a segment from the SEG's own plane positions, orientation and spacing."""
-    shared = seg.SharedFunctionalGroupsSequence[0]
-    iop = np.array(shared.PlaneOrientationSequence[0].ImageOrientationPatient, float)
-    row_spacing, col_spacing = (float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing)
-    points = []
-    frames = seg.pixel_array.reshape(-1, seg.Rows, seg.Columns)
-    for frame, item in zip(frames, seg.PerFrameFunctionalGroupsSequence, strict=True):
-        if int(item.SegmentIdentificationSequence[0].ReferencedSegmentNumber) != number:
-            continue
-        ipp = np.array(item.PlanePositionSequence[0].ImagePositionPatient, float)
-        r, c = np.nonzero(frame)
-        points.append(ipp + np.outer(c * col_spacing, iop[:3]) + np.outer(r * row_spacing, iop[3:]))
-    return np.concatenate(points).mean(axis=0)
-
-
-def _rtstruct_labels(rs: pydicom.Dataset, ct: CtSeries) -> np.ndarray:
-    out = np.zeros(ct.geometry.shape, np.uint8)
-    for value, name in ((1, "Lung_R"), (2, "Lung_L")):
-        out[rasterize_contours(roi_contours(rs, name), ct.geometry)] = value
-    return out
-
-
-def _check_references(ds: pydicom.Dataset, ct: CtSeries) -> None:
-    first = ct.files[0].header
-    for keyword in PATIENT_AND_STUDY:
-        assert ds.get(keyword) == first.get(keyword), keyword
-    assert ds.FrameOfReferenceUID == first.FrameOfReferenceUID  # both outputs carry the CT's frame of reference
-    assert ds.SeriesInstanceUID != ct.series_uid and ds.SOPInstanceUID not in ct.sop_instance_uids
-    # no patient identifier that the CT does not hold
-    for elem in ds.group_dataset(0x0010):
-        if elem.value not in (None, "", []):
-            assert elem.tag in first and first[elem.tag].value == elem.value, elem.keyword
-
-
-def _check_seg(path: Path, ct: CtSeries, labels: np.ndarray) -> pydicom.Dataset:
-    seg = pydicom.dcmread(path)
-    assert seg.SOPClassUID == SegmentationStorage and seg.Modality == "SEG"
-    assert seg.SegmentationType == "BINARY"
-    _check_references(seg, ct)
-    assert seg.FrameOfReferenceUID == ct.files[0].header.FrameOfReferenceUID
-    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == ct.series_uid
-    segments = {int(s.SegmentNumber): s for s in seg.SegmentSequence}
-    for number, code, meaning in ((1, "3341006", "Right lung"), (2, "44029006", "Left lung")):
-        prop = segments[number].SegmentedPropertyTypeCodeSequence[0]
-        assert (prop.CodeValue, prop.CodingSchemeDesignator, prop.CodeMeaning) == (code, "SCT", meaning)
-        category = segments[number].SegmentedPropertyCategoryCodeSequence[0]
-        assert (category.CodeValue, category.CodingSchemeDesignator) == ("91723000", "SCT")
-    shared = seg.SharedFunctionalGroupsSequence[0]
-    assert [float(v) for v in shared.PixelMeasuresSequence[0].PixelSpacing] == pytest.approx(
-        [float(v) for v in ct.files[0].header.PixelSpacing]
-    )
-    iop = [float(v) for v in shared.PlaneOrientationSequence[0].ImageOrientationPatient]
-    assert iop == pytest.approx([float(v) for v in ct.files[0].header.ImageOrientationPatient])
-    position_of = {uid: [float(v) for v in f.header.ImagePositionPatient]
-                   for uid, f in zip(ct.sop_instance_uids, ct.files, strict=True)}  # fmt: skip
-    for item in seg.PerFrameFunctionalGroupsSequence:
-        source = item.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
-        ipp = [float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient]
-        assert ipp == pytest.approx(position_of[source], abs=1e-3)
-    got = _seg_labels(seg, ct)
-    for value in (1, 2):
-        assert dice(got == value, labels == value) >= 0.99
-        voxels = np.argwhere(labels == value).astype(float)
-        expected = ct.geometry.voxel_to_lps(voxels).mean(axis=0)
-        assert _seg_world_centroid(seg, value) == pytest.approx(expected, abs=1e-3)
-    return seg
-
-
-def _check_rtstruct(path: Path, ct: CtSeries, labels: np.ndarray) -> pydicom.Dataset:
-    rs = pydicom.dcmread(path)
-    assert rs.SOPClassUID == RTStructureSetStorage and rs.Modality == "RTSTRUCT"
-    _check_references(rs, ct)
-    assert [r.ROIName for r in rs.StructureSetROISequence] == ["Lung_R", "Lung_L"]
-    for_item = rs.ReferencedFrameOfReferenceSequence[0]
-    assert for_item.FrameOfReferenceUID == ct.files[0].header.FrameOfReferenceUID
-    study_item = for_item.RTReferencedStudySequence[0]
-    assert study_item.ReferencedSOPInstanceUID == ct.files[0].header.StudyInstanceUID
-    series_item = study_item.RTReferencedSeriesSequence[0]
-    assert series_item.SeriesInstanceUID == ct.series_uid
-    assert [c.ReferencedSOPInstanceUID for c in series_item.ContourImageSequence] == ct.sop_instance_uids
-    z_of = {uid: float(f.header.ImagePositionPatient[2]) for uid, f in zip(ct.sop_instance_uids, ct.files)}
-    for rc in rs.ROIContourSequence:
-        for contour in rc.ContourSequence:
-            assert contour.ContourGeometricType == "CLOSED_PLANAR"
-            points = np.asarray(contour.ContourData, float).reshape(-1, 3)
-            assert np.allclose(points[:, 2], z_of[contour.ContourImageSequence[0].ReferencedSOPInstanceUID])
-    got = _rtstruct_labels(rs, ct)
-    for value in (1, 2):
-        assert dice(got == value, labels == value) >= 0.99
-    return rs
-
-
 def test_seg_and_rtstruct_round_trip_on_a_synthetic_series(synthetic, tmp_path, caplog, capfd) -> None:
     folder, ct, labels = synthetic
     caplog.set_level(logging.DEBUG)
-    seg = _check_seg(write_dicom_seg(labels, folder, tmp_path / "out" / "seg.dcm"), ct, labels)
-    rs = _check_rtstruct(write_rtstruct(labels, folder, tmp_path / "out" / "rt.dcm"), ct, labels)
-    np.testing.assert_array_equal(_seg_labels(seg, ct), labels)  # binary SEG is exact
-    np.testing.assert_array_equal(_rtstruct_labels(rs, ct), labels)  # contours between voxel centres: exact
+    seg = check_seg(write_dicom_seg(labels, folder, tmp_path / "out" / "seg.dcm"), ct, labels)
+    rs = check_rtstruct(write_rtstruct(labels, folder, tmp_path / "out" / "rt.dcm"), ct, labels)
+    np.testing.assert_array_equal(seg_labels(seg, ct), labels)  # binary SEG is exact
+    np.testing.assert_array_equal(rtstruct_labels(rs, ct), labels)  # contours between voxel centres: exact
     assert seg.PatientName == NAME and seg.AccessionNumber == "A77"
     assert "PatientBirthDate" not in ct.files[0].header or not seg.get("PatientBirthDate")
     out, err = capfd.readouterr()
@@ -267,12 +163,12 @@ def test_seg_and_rtstruct_round_trip_on_the_real_ct(tmp_path, recwarn) -> None:
     assert np.allclose(mask_geometry.affine_lps(), ct.geometry.affine_lps(), atol=1e-3)  # same grid and order
     right, left = split_binary_mask(mask == 1, ct.geometry)
     labels = lung_labels(right, left, ct.geometry)
-    seg = _check_seg(write_dicom_seg(labels, folder, tmp_path / "seg.dcm"), ct, labels)
-    rs = _check_rtstruct(write_rtstruct(labels, folder, tmp_path / "rt.dcm"), ct, labels)
+    seg = check_seg(write_dicom_seg(labels, folder, tmp_path / "seg.dcm"), ct, labels)
+    rs = check_rtstruct(write_rtstruct(labels, folder, tmp_path / "rt.dcm"), ct, labels)
     right_x = ct.geometry.voxel_to_lps(np.argwhere(labels == 1).astype(float))[:, 0].mean()
     left_x = ct.geometry.voxel_to_lps(np.argwhere(labels == 2).astype(float))[:, 0].mean()
     assert right_x < left_x  # LPS: the patient's right lung has the smaller x
-    assert _seg_world_centroid(seg, 1)[0] == pytest.approx(right_x, abs=1e-3)
+    assert seg_world_centroid(seg, 1)[0] == pytest.approx(right_x, abs=1e-3)
     assert len(rs.ROIContourSequence[0].ContourSequence) > 20
     assert name and not [w for w in recwarn if name in str(w.message)]
 
@@ -317,7 +213,7 @@ def test_rt_utils_reads_back_the_rtstruct_of_a_synthetic_series(tmp_path) -> Non
     labels[23, 23, 0] = labels[22, 22, 3] = 2
     rs_path = write_rtstruct(labels, folder, tmp_path / "rt.dcm")
     np.testing.assert_array_equal(_rt_utils_labels(folder, rs_path, ct), labels)
-    np.testing.assert_array_equal(_rtstruct_labels(pydicom.dcmread(rs_path), ct), labels)
+    np.testing.assert_array_equal(rtstruct_labels(pydicom.dcmread(rs_path), ct), labels)
 
 
 @pytest.fixture(scope="module", params=["copdgene", pytest.param("nsclc_001", marks=pytest.mark.slow)])  # 512x512: 12 s
@@ -340,7 +236,7 @@ def test_real_series_rtstruct_is_read_back_by_rt_utils(real_series) -> None:
     per_lung = {side: dice(got == value, labels == value) for side, value in (("right", 1), ("left", 2))}
     print(f"{name}: rt-utils Dice {per_lung}")
     assert min(per_lung.values()) >= 0.99, per_lung
-    np.testing.assert_array_equal(_rtstruct_labels(pydicom.dcmread(rt_path), ct), labels)
+    np.testing.assert_array_equal(rtstruct_labels(pydicom.dcmread(rt_path), ct), labels)
 
 
 @pytest.mark.parametrize("output", ["seg", "rtstruct"])
@@ -395,9 +291,10 @@ def _highdicom_seg(labels: np.ndarray, ct: CtSeries) -> pydicom.Dataset:
     """The SEG as highdicom's Segmentation class builds it (lungseg's writer until it was replaced: highdicom loads
     its tables of the standard, 0.3 s a process), read back: the reference for the frames and attributes."""
     import highdicom as hd
-    from lungseg.io.dicom_write import roi_color
     from pydicom.sr.codedict import codes
     from pydicom.sr.coding import Code
+
+    from lungseg.io.rtstruct_write import roi_color
 
     algorithm = hd.AlgorithmIdentificationSequence(name="lungseg", family=codes.DCM.ArtificialIntelligence,
                                                    version=dicom_export.__version__)

@@ -10,17 +10,15 @@ from pydicom.uid import UID, CTImageStorage, ExplicitVRLittleEndian, RTStructure
 from scipy import ndimage
 
 from lungseg.io.dicom_rtstruct import rasterize_contours
-from lungseg.io.dicom_write import (
-    StudyInfo,
+from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series
+from lungseg.io.geometry import Geometry
+from lungseg.io.rtstruct_write import (
     add_rtstruct_content,
     ds_text,
-    make_uid,
     mask_to_contours,
-    write_ct_series,
     write_dicom_study,
     write_rtstruct,
 )
-from lungseg.io.geometry import Geometry
 
 GEOM = Geometry(shape=(12, 10, 5), spacing_mm=(0.7, 0.9, 2.5), origin_lps_mm=(-20.0, 15.5, -40.0))
 STUDY = StudyInfo(

@@ -22,10 +22,11 @@ import yaml
 
 from lungseg.config import NiftiConfig, PrepareConfig
 from lungseg.errors import CaseError
-from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series, write_dicom_study, write_rtstruct
+from lungseg.io.dicom_write import StudyInfo, make_uid, write_ct_series
 from lungseg.io.geometry import Geometry
 from lungseg.io.ingest import MANIFEST_COLUMNS, lung_labels, prepare_cohort, split_binary_mask
 from lungseg.io.nifti import read_nifti, write_nifti
+from lungseg.io.rtstruct_write import write_dicom_study, write_rtstruct
 from tests.helpers.dicom import set_dicom_attrs
 from tests.helpers.digests import file_digests
 
