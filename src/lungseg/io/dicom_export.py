@@ -290,10 +290,17 @@ def _seg_frames(ref: _Reference, distances: np.ndarray) -> list[tuple[int, int, 
 
 def _pack_frames(ref: _Reference, frames: list[tuple[int, int, int]]) -> bytes:
     """The frames (rows j, columns i) of segment == label, one bit a pixel, as BINARY SEG pixel data (eight
-    frames at a time: a whole number of bytes; the whole padded with NUL to an even length)."""
+    frames at a time: a whole number of bytes; the whole padded with NUL to an even length). Only the labelled
+    box is read, once, slice by slice (either memory order of the labels)."""
+    cols, rows, _ = ref.labels.shape
+    box = ref.box or (slice(0, 0),) * 3
+    sub = np.ascontiguousarray(ref.labels[box].transpose(2, 1, 0))  # (k, j, i)
     packed = []
     for start in range(0, len(frames), 8):
-        bits = np.stack([ref.labels[:, :, k].T == v for v, k, _ in frames[start : start + 8]])
+        bits = np.zeros((len(frames[start : start + 8]), rows, cols), bool)
+        for n, (v, k, _) in enumerate(frames[start : start + 8]):
+            if box[2].start <= k < box[2].stop:
+                bits[n, box[1], box[0]] = sub[k - box[2].start] == v
         packed.append(np.packbits(bits, bitorder="little").tobytes())
     data = b"".join(packed)
     return data + b"\0" if len(data) % 2 else data
