@@ -45,12 +45,12 @@ MIN_LEFT_OUT_ML = 50.0
 def aerated_left_out(lungs: np.ndarray, hu: np.ndarray) -> np.ndarray:
     """Aerated voxels (HU within :data:`AERATED_HU`) outside ``lungs`` but 6-connected to them through
     such voxels: lung the model may have missed. ``lungs`` (bool) and ``hu`` share one grid (any order)."""
-    candidate = ~lungs  # the lungs' memory order: propagating in a strided view's order took 1.5x as long
-    candidate &= hu > AERATED_HU[0]
-    candidate &= hu < AERATED_HU[1]
-    # grown from the candidates next to the lungs; labelling every candidate component took twice as long and
-    # an int32 volume (35 MB for a 512x512x134 box)
-    return ndimage.binary_propagation(grow_3d(lungs) & candidate, mask=candidate)
+    aerated = (hu > AERATED_HU[0]) & (hu < AERATED_HU[1])
+    lab, n = ndimage.label(aerated & ~lungs)
+    if n == 0:
+        return np.zeros(lungs.shape, dtype=bool)
+    touching = np.unique(lab[grow_3d(lungs) & (lab > 0)])
+    return np.isin(lab, touching)
 
 
 def assess(

@@ -213,24 +213,6 @@ def test_label_counts_equal_bincount_slab_by_slab() -> None:
     np.testing.assert_array_equal(label_counts(lab[:, :, ::-1].T, 6), np.bincount(lab.ravel(), minlength=7))
 
 
-def test_aerated_left_out_is_the_aerated_components_touching_the_lungs() -> None:
-    """Grown from the lungs' neighbours (no labelling of every component): the same voxels as the aerated
-    components outside the lungs that touch them (6-connected), on random volumes."""
-    from scipy import ndimage
-
-    from lungseg.inference.quality import aerated_left_out
-    from lungseg.morphology import grow_3d
-
-    rng = np.random.default_rng(0)
-    for _ in range(100):
-        shape = tuple(int(n) for n in rng.integers(1, 12, 3))
-        hu = rng.choice([-1000.0, -800.0, 0.0], size=shape, p=[0.2, 0.5, 0.3]).astype(np.float32)
-        lungs = rng.random(shape) < rng.random() * 0.3
-        lab, _ = ndimage.label((hu > -950) & (hu < -600) & ~lungs)
-        expected = np.isin(lab, lab[grow_3d(lungs) & (lab > 0)])
-        np.testing.assert_array_equal(aerated_left_out(lungs, hu), expected)
-
-
 def test_labels_are_column_major_like_the_ct(phantom, oracle_result) -> None:
     """The labels are written through their canonical view into a column-major array (no canonical copy): slices
     contiguous, as the NIfTI and DICOM writers read them; the same values as in C order (the other tests)."""

@@ -365,3 +365,25 @@ def test_patient_and_study_attributes_are_those_highdicom_copies() -> None:
                if m["ie"] in ("Patient", "Study")]  # fmt: skip
     expected = {tag_for_keyword(a["keyword"]) for m in modules for a in get_module_attribute_map()[m] if not a["path"]}
     assert sorted(dicom_export.PATIENT_AND_STUDY) == sorted(expected)
+
+
+@pytest.mark.parametrize("writer", [write_dicom_seg, write_rtstruct])
+def test_no_warning_quotes_a_patient_attribute(tmp_path, recwarn, capfd, writer) -> None:
+    """The CT's patient and study attributes are copied as data elements, never assigned anew: pydicom checks an
+    assigned value and its warning quotes an invalid one (here a birth date, as when the test series is written)."""
+    import dataclasses
+    import warnings
+
+    geom = Geometry((8, 8, 3), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0), ((1, 0, 0), (0, 1, 0), (0, 0, 1)))
+    study = dataclasses.replace(_study(), patient_birth_date="19 Zq 99")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # writing the test series: pydicom warns about the date here too
+        write_ct_series(np.zeros(geom.shape, np.int16), geom, tmp_path / "ct", study, make_uid("EXP1", "bad-date"))
+    labels = np.zeros(geom.shape, np.uint8)
+    labels[2:5, 2:5, 1] = 1
+    dicom_export.forget_series()
+    recwarn.clear()
+    out = pydicom.dcmread(writer(labels, tmp_path / "ct", tmp_path / "out.dcm"))
+    assert out.PatientBirthDate == "19 Zq 99"  # copied as the CT has it
+    out_text, err_text = capfd.readouterr()
+    assert not [w for w in recwarn if "Zq" in str(w.message)] and "Zq" not in out_text + err_text
