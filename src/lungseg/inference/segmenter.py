@@ -317,7 +317,7 @@ class Segmenter:
         refiner: Any = None,
     ) -> None:
         self.model = model
-        self.refiner = refiner  # a lungseg.training.refine.Refiner: the cascade's stage 2 (None = stage 1 alone)
+        self.refiner = refiner  # a lungseg.inference.refine.Refiner: the cascade's stage 2 (None = stage 1 alone)
         self.preprocess = preprocess
         self.postprocess = postprocess or PostprocessConfig()
         check_postprocess(self.postprocess)
