@@ -125,13 +125,9 @@ class _Series:
 
 
 @dataclass(frozen=True)
-class _Reference:
+class _Reference(_Series):
     """The CT series a segmentation is written for, and the checked labels."""
 
-    name: str
-    series_uid: str
-    files: list[DicomFile]
-    geometry: Geometry
     labels: np.ndarray  # uint8 [i, j, k]
     box: tuple[slice, ...] | None  # of the labelled voxels (None: no lung)
     digest: str  # of the labels, for the new UIDs

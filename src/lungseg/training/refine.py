@@ -3,11 +3,8 @@
 Training (:func:`fit_refiner`) needs no stage-1 model: the stage-1 input is simulated from the
 reference mask as stage 1 sees it (the preprocessed 64^3 mask, slightly blurred, mapped back
 through the same path), and each training patch perturbs it (dilated or eroded by up to two
-fine voxels, blurred). So ``train_refine`` and ``train`` are independent stages.
-
-Arrays are in canonical RAS axis order ``[x, y, z]`` (:func:`lungseg.inference.preprocessing.to_canonical`)
-unless stated; "fine" arrays are on the refine grid; "box" arrays on the canonical voxels of
-the refine box.
+fine voxels, blurred). So ``train_refine`` and ``train`` are independent stages. The refine box, the fine grid and
+the array conventions are those of :mod:`lungseg.inference.refine`.
 """
 
 from __future__ import annotations
